@@ -1,0 +1,100 @@
+"""Keras callbacks used by training: NaN guard, throughput timer, TensorBoard images."""
+from tfp_vae import _env  # noqa: F401  (must precede tensorflow)
+
+import math
+import time
+
+import numpy as np
+import tensorflow as tf
+import tf_keras
+
+__all__ = ["ImageSummaries", "StopOnNaN", "Throughput", "TrainingDivergedError"]
+
+
+class TrainingDivergedError(FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+
+class StopOnNaN(tf_keras.callbacks.Callback):
+    """Raises at the first non-finite training loss.
+
+    Raising (rather than Keras's TerminateOnNaN, which sets stop_training) stops `fit` before
+    the epoch-end callbacks run, so no checkpoint is written with NaN weights.
+    """
+
+    def __init__(self, checkpoint_hint: str = ""):
+        super().__init__()
+        self.checkpoint_hint = checkpoint_hint
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            raise TrainingDivergedError(
+                f"training loss became {float(loss)} in epoch {self._epoch + 1} (batch {batch + 1}); "
+                "training stopped. Try a lower --learning-rate, a KL warm-up (--warmup-epochs) or "
+                "check the input data for NaNs." + (f" {self.checkpoint_hint}" if self.checkpoint_hint else ""))
+
+
+class Throughput(tf_keras.callbacks.Callback):
+    """Training examples per second, timed over the training phase of each epoch.
+
+    The first epoch of a process includes tracing and graph building, so it is left out of
+    `examples_per_second` whenever a later epoch exists.
+    """
+
+    def __init__(self, examples_per_epoch: int):
+        super().__init__()
+        self.examples_per_epoch = examples_per_epoch
+        self.epoch_seconds = []
+        self._start = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def _stop(self):
+        if self._start is not None:
+            self.epoch_seconds.append(time.perf_counter() - self._start)
+            self._start = None
+
+    def on_test_begin(self, logs=None):  # validation inside fit starts: training phase is over
+        self._stop()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._stop()
+
+    @property
+    def examples_per_second(self):
+        seconds = self.epoch_seconds[1:] or self.epoch_seconds
+        if not seconds:
+            return None
+        return self.examples_per_epoch * len(seconds) / sum(seconds)
+
+
+class ImageSummaries(tf_keras.callbacks.Callback):
+    """Writes prior samples and reconstructions of fixed images to TensorBoard every epoch."""
+
+    def __init__(self, log_dir: str, images, num_samples: int = 32, seed: int = 0):
+        super().__init__()
+        self.images = np.asarray(images, np.float32)
+        self.latents = None
+        self.num_samples = num_samples
+        self.seed = seed
+        self.writer = tf.summary.create_file_writer(log_dir)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.latents is None:  # fixed z, so the pictures show the model change, not the noise
+            self.latents = self.model.prior.sample(self.num_samples, seed=self.seed)
+        samples = self.model.decode(self.latents)
+        reconstructions = self.model.reconstruct(self.images)
+        pairs = tf.concat([self.images, reconstructions], axis=2)  # original | reconstruction
+        with self.writer.as_default():
+            tf.summary.image("samples", samples, step=epoch, max_outputs=self.num_samples)
+            tf.summary.image("reconstructions", pairs, step=epoch, max_outputs=len(self.images))
+        self.writer.flush()
+
+    def on_train_end(self, logs=None):
+        self.writer.close()

@@ -1,0 +1,57 @@
+"""Command-line flags <-> Config, shared by the scripts in trainers/."""
+import argparse
+import dataclasses
+
+from tfp_vae.config import ARCHITECTURES, BINARIZATIONS, LIKELIHOODS, Config, load_config
+
+__all__ = ["add_config_flags", "config_from_flags"]
+
+
+def _int_list(text: str):
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 512,256; got {text!r}")
+
+
+# flag -> (section, field, type, help); every flag defaults to None, meaning "keep the config's value".
+FLAGS = {
+    "--dataset": ("data", "dataset", str, "TFDS image dataset name (default fashion_mnist, read offline from IDX files)"),
+    "--idx-dir": ("data", "idx_dir", str, "folder with the Fashion-MNIST IDX files (default $TFP_VAE_FASHION_MNIST_DIR or /usr/share/datasets/fashion-mnist)"),
+    "--tfds-data-dir": ("data", "tfds_data_dir", str, "TFDS data_dir"),
+    "--binarization": ("data", "binarization", str, f"one of {', '.join(BINARIZATIONS)}"),
+    "--validation-examples": ("data", "validation_examples", int, "examples carved from the end of train for validation"),
+    "--train-examples": ("data", "train_examples", int, "cap on training examples, for quick runs"),
+    "--architecture": ("model", "architecture", str, f"one of {', '.join(ARCHITECTURES)}"),
+    "--latent-dim": ("model", "latent_dim", int, "latent dimensions"),
+    "--hidden-units": ("model", "hidden_units", _int_list, "MLP widths, e.g. 512,256"),
+    "--conv-filters": ("model", "conv_filters", _int_list, "conv filters per stride-2 layer, e.g. 32,64"),
+    "--likelihood": ("model", "likelihood", str, f"one of {', '.join(LIKELIHOODS)}"),
+    "--epochs": ("training", "epochs", int, "training epochs (raise it on an existing workdir to train longer)"),
+    "--batch-size": ("training", "batch_size", int, "examples per batch"),
+    "--learning-rate": ("training", "learning_rate", float, "Adam learning rate"),
+    "--beta": ("training", "beta", float, "KL weight (1 = ELBO)"),
+    "--warmup-epochs": ("training", "warmup_epochs", float, "epochs over which beta rises linearly from 0"),
+    "--free-bits": ("training", "free_bits", float, "nats per latent dimension left unpenalised"),
+    "--seed": ("training", "seed", int, "random seed"),
+    "--steps-per-execution": ("training", "steps_per_execution", int, "batches per tf.function call"),
+}
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="JSON config to start from (e.g. a run's config.json); flags override it")
+    for flag, (_, _, kind, text) in FLAGS.items():
+        parser.add_argument(flag, type=kind, default=None, help=text)
+
+
+def config_from_flags(args: argparse.Namespace) -> Config:
+    """Builds the Config: defaults, then --config, then the flags given. Bad values raise ValueError."""
+    config = load_config(args.config) if args.config else Config()
+    sections = {"data": {}, "model": {}, "training": {}}
+    for flag, (section, field, _, _) in FLAGS.items():
+        value = getattr(args, flag[2:].replace("-", "_"))
+        if value is not None:
+            sections[section][field] = value
+    return dataclasses.replace(
+        config, **{name: dataclasses.replace(getattr(config, name), **values)
+                   for name, values in sections.items() if values})

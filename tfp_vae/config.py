@@ -1,0 +1,217 @@
+"""One configuration object for data, model and training, validated and saved as JSON.
+
+The same `Config` flows through the CLI, training, tuning and export, and is written as
+`config.json` next to every run so a run can be rebuilt from its folder alone.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Optional, Tuple
+
+__all__ = [
+    "ARCHITECTURES",
+    "BINARIZATIONS",
+    "LIKELIHOODS",
+    "Config",
+    "DataConfig",
+    "ModelConfig",
+    "TrainingConfig",
+    "load_config",
+    "save_config",
+]
+
+ARCHITECTURES = ("mlp", "conv")
+# bernoulli: pixels in {0, 1}; continuous_bernoulli: a proper density for pixels in [0, 1].
+LIKELIHOODS = ("bernoulli", "continuous_bernoulli")
+BINARIZATIONS = ("none", "static", "dynamic")
+
+
+def _positive_int(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+
+
+def _non_negative(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise ValueError(f"{name} must be a number >= 0, got {value!r}.")
+
+
+def _choice(name: str, value, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """The network; `image_shape` is filled in from the dataset."""
+
+    architecture: str = "mlp"
+    latent_dim: int = 32
+    # Hidden widths of the MLP encoder; the decoder mirrors them.
+    hidden_units: Tuple[int, ...] = (512, 256)
+    # Filters of the stride-2 conv layers; the decoder mirrors them. Two layers divide H and W by 4.
+    conv_filters: Tuple[int, ...] = (32, 64)
+    likelihood: str = "bernoulli"
+    image_shape: Tuple[int, int, int] = (28, 28, 1)
+
+    def __post_init__(self):
+        _choice("architecture", self.architecture, ARCHITECTURES)
+        _choice("likelihood", self.likelihood, LIKELIHOODS)
+        _positive_int("latent_dim", self.latent_dim)
+        object.__setattr__(self, "hidden_units", tuple(self.hidden_units))
+        object.__setattr__(self, "conv_filters", tuple(self.conv_filters))
+        object.__setattr__(self, "image_shape", tuple(self.image_shape))
+        if not self.hidden_units:
+            raise ValueError("hidden_units must list at least one width, e.g. (512, 256).")
+        for width in self.hidden_units:
+            _positive_int("each of hidden_units", width)
+        if not self.conv_filters:
+            raise ValueError("conv_filters must list at least one filter count, e.g. (32, 64).")
+        for filters in self.conv_filters:
+            _positive_int("each of conv_filters", filters)
+        if len(self.image_shape) != 3:
+            raise ValueError(f"image_shape must be (height, width, channels), got {self.image_shape!r}.")
+        for size in self.image_shape:
+            _positive_int("each of image_shape", size)
+        if self.architecture == "conv":
+            factor = 2 ** len(self.conv_filters)
+            height, width, _ = self.image_shape
+            if height % factor or width % factor:
+                raise ValueError(
+                    f"conv with {len(self.conv_filters)} stride-2 layers needs height and width "
+                    f"divisible by {factor}; image_shape is {self.image_shape}. Use fewer "
+                    "conv_filters or architecture='mlp'.")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Where images come from and how they become model inputs."""
+
+    # Any TFDS image dataset; fashion_mnist reads local IDX files first when they exist.
+    dataset: str = "fashion_mnist"
+    # Folder of Fashion-MNIST IDX files; None means $TFP_VAE_FASHION_MNIST_DIR, then Debian's path.
+    idx_dir: Optional[str] = None
+    # TFDS data_dir; None means TFDS's default (~/tensorflow_datasets).
+    tfds_data_dir: Optional[str] = None
+    binarization: str = "dynamic"
+    # Carved from the end of the training split; the test split is never touched.
+    validation_examples: int = 10_000
+    # Cap on training examples (after the validation carve), for quick runs; None uses all.
+    train_examples: Optional[int] = None
+    # Seed of the test split's one-off binarization: every evaluation sees the same test set.
+    test_binarization_seed: int = 1234
+    shuffle_buffer: int = 60_000
+
+    def __post_init__(self):
+        if not isinstance(self.dataset, str) or not self.dataset:
+            raise ValueError(f"dataset must be a TFDS name such as 'fashion_mnist', got {self.dataset!r}.")
+        _choice("binarization", self.binarization, BINARIZATIONS)
+        if isinstance(self.validation_examples, bool) or not isinstance(self.validation_examples, int) \
+                or self.validation_examples < 0:
+            raise ValueError(f"validation_examples must be an integer >= 0, got {self.validation_examples!r}.")
+        if self.train_examples is not None:
+            _positive_int("train_examples", self.train_examples)
+        _positive_int("shuffle_buffer", self.shuffle_buffer)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingConfig:
+    """The objective and the optimisation."""
+
+    epochs: int = 40
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    # Weight of KL(q(z|x) || p(z)) in the loss; 1 gives the ELBO.
+    beta: float = 1.0
+    # beta rises linearly from 0 over this many epochs (per step), then stays at `beta`.
+    warmup_epochs: float = 0.0
+    # Free bits (nats per latent dimension, batch-averaged): KL below it is not penalised.
+    free_bits: float = 0.0
+    seed: int = 0
+    # Batches per tf.function call: fewer Python round trips for small models.
+    steps_per_execution: int = 1
+
+    def __post_init__(self):
+        _positive_int("epochs", self.epochs)
+        _positive_int("batch_size", self.batch_size)
+        _positive_int("steps_per_execution", self.steps_per_execution)
+        if isinstance(self.learning_rate, bool) or not isinstance(self.learning_rate, (int, float)) \
+                or not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be a number > 0, got {self.learning_rate!r}.")
+        _non_negative("beta", self.beta)
+        _non_negative("warmup_epochs", self.warmup_epochs)
+        _non_negative("free_bits", self.free_bits)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ValueError(f"seed must be an integer, got {self.seed!r}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
+
+    def __post_init__(self):
+        binary_pixels = self.data.binarization != "none" or self.data.dataset == "binarized_mnist"
+        if self.model.likelihood == "bernoulli" and not binary_pixels:
+            raise ValueError(
+                "likelihood 'bernoulli' needs binary pixels: set binarization to 'dynamic' or "
+                "'static', or use likelihood 'continuous_bernoulli' for grayscale/colour pixels.")
+        if self.model.likelihood == "continuous_bernoulli" and self.data.binarization != "none":
+            raise ValueError(
+                "likelihood 'continuous_bernoulli' models pixel intensities in [0, 1]: set "
+                "binarization to 'none', or use likelihood 'bernoulli' for binarized images.")
+        if self.data.dataset == "binarized_mnist" and self.data.binarization != "none":
+            raise ValueError("binarized_mnist is already binary: set binarization to 'none'.")
+
+    def replace(self, **sections) -> "Config":
+        """Returns a copy with whole sections or fields replaced: `replace(model={'latent_dim': 2})`."""
+        updates = {}
+        for name, value in sections.items():
+            if name not in ("model", "data", "training"):
+                raise ValueError(f"unknown config section {name!r}; use model, data or training.")
+            current = getattr(self, name)
+            updates[name] = dataclasses.replace(current, **value) if isinstance(value, dict) else value
+        return dataclasses.replace(self, **updates)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "Config":
+        sections = {"model": ModelConfig, "data": DataConfig, "training": TrainingConfig}
+        unknown = set(values) - set(sections)
+        if unknown:
+            raise ValueError(f"unknown config sections {sorted(unknown)}; expected {sorted(sections)}.")
+        built = {}
+        for name, section in sections.items():
+            fields = dict(values.get(name, {}))
+            known = {field.name for field in dataclasses.fields(section)}
+            extra = set(fields) - known
+            if extra:
+                raise ValueError(f"unknown fields {sorted(extra)} in config section {name!r}; "
+                                 f"known fields are {sorted(known)}.")
+            built[name] = section(**fields)
+        return cls(**built)
+
+
+def save_config(config: Config, path: str) -> None:
+    """Writes `config` as JSON atomically (readers never see half a file)."""
+    temporary = f"{path}.tmp-{os.getpid()}"
+    with open(temporary, "w") as handle:
+        json.dump(config.to_dict(), handle, indent=2, sort_keys=True)
+        handle.write("\n")
+    os.replace(temporary, path)
+
+
+def load_config(path: str) -> Config:
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no config at {path}: is this a tfp_vae run folder (trainers/train.py --workdir)?")
+    with open(path) as handle:
+        try:
+            values = json.load(handle)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path} is not valid JSON ({error}); re-create it or re-run training.") from None
+    return Config.from_dict(values)

@@ -204,7 +204,9 @@ class VAE(tf_keras.Model):
         return self.decode(loc)
 
     def sample(self, num_samples: int, seed=None) -> tf.Tensor:
-        """Means of p(x|z) for z drawn from the prior; `seed` makes it repeatable."""
+        """Means of p(x|z) for z drawn from the prior; an integer `seed` gives the same draw every call."""
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
+        if isinstance(seed, int):  # TFP treats a lone int as a stateful op seed; a pair is stateless
+            seed = tf.constant([seed, 0], tf.int32)
         return self.decode(self.prior.sample(num_samples, seed=seed))

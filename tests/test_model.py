@@ -1,0 +1,149 @@
+from tfp_vae import _env  # noqa: F401
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_probability as tfp
+import tf_keras
+
+from tfp_vae.config import ModelConfig
+from tfp_vae.model import VAE
+
+tfd = tfp.distributions
+
+
+class RecordingDecoder(tf_keras.Model):
+    """Wraps the decoder to keep the z it was given, so a test can recompute the loss."""
+
+    def __init__(self, decoder):
+        super().__init__()
+        self.inner = decoder
+        self.seen = []
+
+    def call(self, z, training=None):
+        self.seen.append(tf.identity(z))
+        return self.inner(z, training=training)
+
+
+def tiny_config(**overrides):
+    values = dict(latent_dim=3, hidden_units=(16,), conv_filters=(4, 8))
+    values.update(overrides)
+    return ModelConfig(**values)
+
+
+def binary_images(count, shape=(28, 28, 1), seed=0):
+    return (np.random.default_rng(seed).random((count, *shape)) < 0.3).astype(np.float32)
+
+
+def one_training_step(model, x):
+    """Runs one real `fit` step with learning rate 0 and returns its logs and the z it used."""
+    recorder = RecordingDecoder(model.decoder)
+    model.decoder = recorder
+    logs = model.fit(x, batch_size=len(x), epochs=1, verbose=0, shuffle=False).history
+    model.decoder = recorder.inner
+    return {name: values[-1] for name, values in logs.items()}, recorder.seen[-1]
+
+
+def independent_terms(model, x, z):
+    posterior = model.encoder(x)
+    kl = tfd.kl_divergence(posterior, tfd.MultivariateNormalDiag(loc=tf.zeros(model.config.latent_dim)))
+    log_likelihood = model.decoder(z).log_prob(x)
+    return log_likelihood.numpy(), kl.numpy(), posterior
+
+
+@pytest.mark.parametrize("beta", [1.0, 2.5])
+@pytest.mark.parametrize("architecture,likelihood,shape", [
+    ("mlp", "bernoulli", (28, 28, 1)),
+    ("conv", "continuous_bernoulli", (32, 32, 3)),
+])
+def test_fit_minimises_mean_negative_log_likelihood_plus_beta_kl(beta, architecture, likelihood, shape):
+    tf_keras.utils.set_random_seed(1)
+    model = VAE(tiny_config(architecture=architecture, likelihood=likelihood, image_shape=shape))
+    model.compile(tf_keras.optimizers.SGD(0.0), beta=beta, run_eagerly=True)
+    x = binary_images(16, shape) if likelihood == "bernoulli" else \
+        np.random.default_rng(0).random((16, *shape)).astype(np.float32)
+    logs, z = one_training_step(model, x)
+    log_likelihood, kl, _ = independent_terms(model, x, z)
+    expected_loss = np.mean(-log_likelihood + beta * kl)
+    np.testing.assert_allclose(logs["loss"], expected_loss, rtol=1e-4)
+    np.testing.assert_allclose(logs["kl"], np.mean(kl), rtol=1e-4)
+    np.testing.assert_allclose(logs["reconstruction"], np.mean(log_likelihood), rtol=1e-4)
+    np.testing.assert_allclose(logs["elbo"], np.mean(log_likelihood - kl), rtol=1e-4)
+
+
+def test_kl_layer_adds_the_batch_sum_which_the_model_rescales():
+    # The trap this guards: KLDivergenceAddLoss(use_exact_kl=True) adds SUM over the batch.
+    model = VAE(tiny_config())
+    x = binary_images(16)
+    posterior = model.encoder(x)
+    kl = tfd.kl_divergence(posterior, model.prior)
+    np.testing.assert_allclose(model.encoder.losses[0].numpy(), np.sum(kl), rtol=1e-5)
+    terms = model.objective(x)
+    np.testing.assert_allclose(terms["kl"].numpy(), np.mean(kl), rtol=1e-5)
+
+
+def test_warmup_ramps_beta_linearly_from_zero():
+    tf_keras.utils.set_random_seed(2)
+    model = VAE(tiny_config())
+    model.compile(tf_keras.optimizers.SGD(0.0), beta=2.0, warmup_steps=4, run_eagerly=True)
+    x = binary_images(16)
+    logs, z = one_training_step(model, x)  # step 0: beta_t = 0
+    log_likelihood, _, _ = independent_terms(model, x, z)
+    np.testing.assert_allclose(logs["loss"], -np.mean(log_likelihood), rtol=1e-4)
+    weights = []
+    for _ in range(5):
+        weights.append(float(model.kl_weight()))
+        model.fit(x, batch_size=16, epochs=1, verbose=0)
+    np.testing.assert_allclose(weights, [0.5, 1.0, 1.5, 2.0, 2.0], rtol=1e-6)
+
+
+def test_free_bits_loss_is_sum_of_clamped_per_dimension_kl():
+    tf_keras.utils.set_random_seed(3)
+    model = VAE(tiny_config(latent_dim=4))
+    free_bits = 0.3  # between the per-dimension KLs this seed gives, so both branches count
+    model.compile(tf_keras.optimizers.SGD(0.0), beta=1.0, free_bits=free_bits, run_eagerly=True)
+    x = binary_images(16)
+    logs, z = one_training_step(model, x)
+    log_likelihood, kl, posterior = independent_terms(model, x, z)
+    per_dimension = tfd.kl_divergence(
+        tfd.Normal(posterior.mean(), posterior.stddev()), tfd.Normal(0.0, 1.0)).numpy().mean(axis=0)
+    expected = -np.mean(log_likelihood) + np.sum(np.maximum(free_bits, per_dimension))
+    np.testing.assert_allclose(logs["loss"], expected, rtol=1e-4)
+    np.testing.assert_allclose(logs["kl"], np.mean(kl), rtol=1e-4)  # reported KL stays the true KL
+    assert np.any(per_dimension < free_bits) and np.any(per_dimension > free_bits), per_dimension
+
+
+def test_training_improves_the_elbo():
+    tf_keras.utils.set_random_seed(4)
+    model = VAE(tiny_config())
+    model.compile(tf_keras.optimizers.Adam(3e-3))
+    x = binary_images(256)
+    history = model.fit(x, batch_size=32, epochs=5, verbose=0).history
+    assert history["elbo"][-1] > history["elbo"][0] + 20, history["elbo"]
+
+
+def test_notebook_helpers_shapes_and_determinism():
+    model = VAE(tiny_config(architecture="conv", image_shape=(32, 32, 3)))
+    x = binary_images(5, (32, 32, 3))
+    loc, scale = model.encode(x)
+    assert loc.shape == scale.shape == (5, 3)
+    assert np.all(scale.numpy() > 0)
+    np.testing.assert_array_equal(model.reconstruct(x).numpy(), model.reconstruct(x).numpy())
+    decoded = model.decode(np.zeros((2, 3), np.float32)).numpy()
+    assert decoded.shape == (2, 32, 32, 3) and np.all((decoded >= 0) & (decoded <= 1))
+    np.testing.assert_array_equal(model.sample(4, seed=7).numpy(), model.sample(4, seed=7).numpy())
+
+
+@pytest.mark.parametrize("arguments,message", [
+    (dict(beta=-1.0), "beta"),
+    (dict(free_bits=float("nan")), "free_bits"),
+    (dict(loss="mse"), "own loss"),
+])
+def test_compile_rejects_bad_objective_settings(arguments, message):
+    with pytest.raises(ValueError, match=message):
+        VAE(tiny_config()).compile("adam", **arguments)
+
+
+def test_sample_rejects_non_positive_count():
+    with pytest.raises(ValueError, match="num_samples"):
+        VAE(tiny_config()).sample(0)

@@ -1,0 +1,69 @@
+import argparse
+import json
+
+import pytest
+
+from tfp_vae import cli
+from tfp_vae.config import Config, DataConfig, ModelConfig, TrainingConfig, load_config, save_config
+
+
+def test_json_round_trip(tmp_path):
+    config = Config().replace(model={"latent_dim": 7, "hidden_units": (64, 32)}, training={"beta": 2.0})
+    path = tmp_path / "config.json"
+    save_config(config, str(path))
+    assert load_config(str(path)) == config
+    assert json.loads(path.read_text())["model"]["hidden_units"] == [64, 32]
+
+
+@pytest.mark.parametrize("build,message", [
+    (lambda: ModelConfig(latent_dim=0), "latent_dim"),
+    (lambda: ModelConfig(architecture="resnet"), "architecture must be one of mlp, conv"),
+    (lambda: ModelConfig(likelihood="gaussian"), "likelihood"),
+    (lambda: ModelConfig(hidden_units=()), "hidden_units"),
+    (lambda: ModelConfig(architecture="conv", image_shape=(30, 30, 1)), "divisible by 4"),
+    (lambda: DataConfig(binarization="sometimes"), "binarization"),
+    (lambda: DataConfig(validation_examples=-1), "validation_examples"),
+    (lambda: DataConfig(train_examples=0), "train_examples"),
+    (lambda: TrainingConfig(learning_rate=0.0), "learning_rate"),
+    (lambda: TrainingConfig(beta=-0.5), "beta"),
+    (lambda: TrainingConfig(batch_size=2.5), "batch_size"),
+    (lambda: TrainingConfig(free_bits=float("nan")), "free_bits"),
+    (lambda: Config(data=DataConfig(binarization="none")), "bernoulli"),
+    (lambda: Config(model=ModelConfig(likelihood="continuous_bernoulli")), "binarization to 'none'"),
+])
+def test_bad_values_raise_value_error_naming_the_field(build, message):
+    with pytest.raises(ValueError, match=message):
+        build()
+
+
+def test_unknown_fields_in_json_are_rejected(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"model": {"latent_dims": 3}}))
+    with pytest.raises(ValueError, match="latent_dims"):
+        load_config(str(path))
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        load_config(str(path))
+    with pytest.raises(FileNotFoundError, match="run folder"):
+        load_config(str(tmp_path / "missing.json"))
+
+
+def test_flags_override_config_file(tmp_path):
+    base = tmp_path / "base.json"
+    save_config(Config().replace(model={"latent_dim": 5}, training={"epochs": 3}), str(base))
+    parser = argparse.ArgumentParser()
+    cli.add_config_flags(parser)
+    args = parser.parse_args(["--config", str(base), "--epochs", "9", "--hidden-units", "64,32",
+                              "--likelihood", "continuous_bernoulli", "--binarization", "none"])
+    config = cli.config_from_flags(args)
+    assert config.model.latent_dim == 5  # from the file
+    assert config.training.epochs == 9  # from the flag
+    assert config.model.hidden_units == (64, 32)
+    assert config.model.likelihood == "continuous_bernoulli"
+
+
+def test_flags_with_bad_values_raise(tmp_path):
+    parser = argparse.ArgumentParser()
+    cli.add_config_flags(parser)
+    with pytest.raises(ValueError, match="latent_dim"):
+        cli.config_from_flags(parser.parse_args(["--latent-dim", "-3"]))

@@ -163,9 +163,11 @@ class VAE(tf_keras.Model):
         loss = -reconstruction + self.kl_weight() * penalty
         return {"loss": loss, "elbo": reconstruction - kl, "reconstruction": reconstruction, "kl": kl}
 
-    def _record(self, terms):
+    def _record(self, terms, x):
+        # Weighted by batch size: a short last batch must not count as much as a full one.
+        batch_size = tf.cast(tf.shape(x)[0], tf.float32)
         for name, tracker in self._trackers.items():
-            tracker.update_state(terms[name])
+            tracker.update_state(terms[name], sample_weight=batch_size)
         return {name: tracker.result() for name, tracker in self._trackers.items()}
 
     def train_step(self, data):
@@ -175,11 +177,11 @@ class VAE(tf_keras.Model):
             # Gradients are summed over replicas, so each replica contributes its share.
             scaled_loss = terms["loss"] / tf.distribute.get_strategy().num_replicas_in_sync
         self.optimizer.minimize(scaled_loss, self.trainable_variables, tape=tape)
-        return self._record(terms)
+        return self._record(terms, x)
 
     def test_step(self, data):
         x, _, _ = tf_keras.utils.unpack_x_y_sample_weight(data)
-        return self._record(self.objective(x, training=False))
+        return self._record(self.objective(x, training=False), x)
 
     # Notebook helpers: numpy or tensors in, tensors out.
 

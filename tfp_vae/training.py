@@ -131,6 +131,7 @@ def train(config: Config, workdir: str, verbose: int = 1) -> dict:
     history_csv = os.path.join(workdir, "history.csv")
     throughput = Throughput(datasets.train_examples)
     preview = next(iter(datasets.validation or datasets.test))[:16]
+    model(preview)  # builds the variables, so BackupAndRestore can restore into them
     callbacks = [
         StopOnNaN(checkpoint_hint=f"The last completed epoch stays saved in {backup_dir}."),
         # Restores weights, optimizer state and the epoch counter after a crash or kill. Kept

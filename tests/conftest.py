@@ -1,0 +1,1 @@
+import tfp_vae._env  # noqa: F401  (must run before anything imports tensorflow)

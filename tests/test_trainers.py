@@ -1,0 +1,92 @@
+"""Runs the real CLIs in trainers/ as subprocesses, as a user would."""
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--latent-dim", "4", "--hidden-units", "32", "--validation-examples", "256", "--batch-size", "64"]
+
+
+def run_trainer(script, *arguments, timeout=300):
+    return subprocess.run([sys.executable, os.path.join(ROOT, "trainers", script), *arguments],
+                          capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+def completed_epochs(workdir):
+    path = os.path.join(workdir, "history.csv")
+    if not os.path.exists(path):
+        return []
+    with open(path) as handle:
+        return [int(row["epoch"]) for row in csv.DictReader(handle)]
+
+
+def test_train_cli_end_to_end(tmp_path):
+    workdir = str(tmp_path / "run")
+    result = run_trainer("train.py", "--workdir", workdir, "--epochs", "1", "--train-examples", "256", *TINY)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "outputs in" in result.stdout
+    metrics = json.load(open(os.path.join(workdir, "metrics.json")))
+    assert metrics["epochs"] == 1 and metrics["train_examples"] == 256
+    assert json.load(open(os.path.join(workdir, "config.json")))["model"]["hidden_units"] == [32]
+
+
+def test_killed_training_resumes_without_lost_or_repeated_epochs(tmp_path):
+    workdir = str(tmp_path / "run")
+    arguments = ["--workdir", workdir, "--epochs", "8", "--train-examples", "4096", "--verbose", "0", *TINY]
+    process = subprocess.Popen([sys.executable, os.path.join(ROOT, "trainers", "train.py"), *arguments],
+                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    try:
+        while len(completed_epochs(workdir)) < 2:
+            if process.poll() is not None:
+                pytest.fail(f"training ended before it could be killed: {process.stderr.read()[-2000:]}")
+            if time.time() > deadline:
+                pytest.fail("training did not complete 2 epochs within 240 s")
+            time.sleep(0.05)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    killed_after = completed_epochs(workdir)
+    assert 2 <= len(killed_after) < 8, killed_after
+
+    result = run_trainer("train.py", *arguments)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert completed_epochs(workdir) == list(range(8))
+    metrics = json.load(open(os.path.join(workdir, "metrics.json")))
+    # Optimizer state came back too: the step counter covers all 8 epochs exactly once.
+    assert metrics["epochs"] == 8 and metrics["optimizer_steps"] == 8 * (4096 // 64)
+    with open(os.path.join(workdir, "history.csv")) as handle:
+        losses = [float(row["loss"]) for row in csv.DictReader(handle)]
+    first_resumed = len(killed_after)
+    # A restart from scratch would put the first resumed epoch's loss near epoch 0's.
+    assert losses[first_resumed] < losses[0] - 0.5 * (losses[0] - losses[first_resumed - 1]), losses
+
+
+def test_bad_flags_are_rejected_with_a_message(tmp_path):
+    result = run_trainer("train.py", "--workdir", str(tmp_path), "--latent-dim", "0")
+    assert result.returncode == 2 and "latent_dim must be a positive integer" in result.stderr
+    result = run_trainer("train.py", "--workdir", str(tmp_path), "--likelihood", "gaussian")
+    assert result.returncode == 2 and "likelihood must be one of" in result.stderr
+
+
+def test_missing_data_files_give_a_clear_error(tmp_path):
+    result = run_trainer("train.py", "--workdir", str(tmp_path / "run"), "--idx-dir", str(tmp_path / "nowhere"),
+                         "--epochs", "1", *TINY)
+    assert result.returncode == 1
+    assert "nowhere" in result.stderr and "dataset-fashion-mnist" in result.stderr
+
+
+def test_diverging_training_stops_with_a_clear_message(tmp_path):
+    result = run_trainer("train.py", "--workdir", str(tmp_path / "run"), "--epochs", "2", "--train-examples", "512",
+                         "--learning-rate", "1e12", *TINY)
+    assert result.returncode == 1, result.stdout[-2000:]
+    assert "training loss became nan" in result.stderr.lower() or "became inf" in result.stderr.lower()
+    assert not os.path.exists(tmp_path / "run" / "metrics.json")

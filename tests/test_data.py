@@ -80,7 +80,8 @@ def test_read_idx_real_files():
 def test_read_idx_plain_file_equals_gzip(tmp_path):
     plain = tmp_path / "labels"
     plain.write_bytes(gzip.decompress(real_bytes(TEST_LABELS)))
-    np.testing.assert_array_equal(data.read_idx(str(plain)), data.read_idx(os.path.join(IDX_DIR, TEST_LABELS)))
+    expected = data.read_idx(os.path.join(IDX_DIR, TEST_LABELS))
+    np.testing.assert_array_equal(data.read_idx(str(plain)), expected)
 
 
 def test_truncated_label_gzip_names_the_file(tmp_path):
@@ -230,7 +231,8 @@ def test_binarized_mean_matches_grayscale_mean():
 
 def test_test_split_is_binarized_once_for_any_batch_size():
     config = DataConfig()
-    small, large = collect(data.input_pipeline(config, "test", 7)), collect(data.input_pipeline(config, "test", 64))
+    small = collect(data.input_pipeline(config, "test", 7))
+    large = collect(data.input_pipeline(config, "test", 64))
     np.testing.assert_array_equal(small, large)
     np.testing.assert_array_equal(collect(data.input_pipeline(config, "test", 64)), large)
     assert large.shape == (10000, 28, 28, 1) and set(np.unique(large)) == {0.0, 1.0}

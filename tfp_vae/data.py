@@ -240,7 +240,8 @@ def input_pipeline(config: DataConfig, split: str, batch_size: int, *, seed: int
     if config.binarization == "dynamic" and split == "train":
         # A seeded tf.random op inside map replays the same numbers every epoch (static in
         # disguise). A rerandomized Dataset.random draws a fresh, seed-reproducible stream per
-        # iteration, i.e. per epoch; each draw seeds one example's stateless sample.
+        # iteration, i.e. per epoch; each draw seeds one example's stateless sample. The stream
+        # also depends on the global seed (tf.random.set_seed), as every seeded TF op does.
         draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
         dataset = tf.data.Dataset.zip((examples, draws)).map(
             lambda e, r: (to_model_input(e["image"], name, tf.stack([r, tf.constant(0, tf.int64)])),
@@ -259,7 +260,8 @@ def input_pipeline(config: DataConfig, split: str, batch_size: int, *, seed: int
         shuffle = split == "train"
     if shuffle:
         # Shuffle examples, not batches, so batches are mixed anew every epoch.
-        buffer = min(config.shuffle_buffer, max(num_examples(config, split), 1))
+        size = int(examples.cardinality())
+        buffer = min(config.shuffle_buffer, size) if size > 0 else config.shuffle_buffer
         dataset = dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
     if not with_labels:
         dataset = dataset.map(lambda x, label: x)

@@ -8,7 +8,7 @@ WORKDIR ?= runs/default
 # Use sudo only when not root (CI and these machines run as root).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup data train test clean
+.PHONY: setup data train evaluate diagnose export test clean
 
 setup: data $(VENV)/.installed
 
@@ -26,6 +26,16 @@ $(VENV)/.installed: setup.py
 
 train: setup
 	$(BIN)/python trainers/train.py --workdir $(WORKDIR) --verbose 2
+
+# After `make train`: log-likelihood (K=5000), the aggregate-posterior report, a TF Serving export.
+evaluate: setup
+	$(BIN)/python trainers/evaluate.py --workdir $(WORKDIR) --num-samples 5000
+
+diagnose: setup
+	$(BIN)/python trainers/diagnose.py --workdir $(WORKDIR)
+
+export: setup
+	$(BIN)/python trainers/export.py --workdir $(WORKDIR) --export-base saved_models/fashion_vae
 
 test: setup
 	$(BIN)/python -m pytest -q --durations=15 tests

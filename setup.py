@@ -20,7 +20,7 @@ setup(
         # tensorflow-datasets imports it lazily when preparing datasets without declaring it.
         "importlib_resources",
         # keras-tuner binding to tf_keras is version-specific; see tfp_vae/tuning.py.
-        "keras-tuner==1.4.8",
+        "keras-tuner[bayesian]==1.4.8",  # [bayesian]: scipy and scikit-learn for BayesianOptimization
         # TF 2.21 no longer pulls it in; TensorBoard callbacks and keras-tuner import it.
         "tensorboard>=2.20",
         "tensorflow-serving-api>=2.21,<2.22",

@@ -71,6 +71,26 @@ def test_fit_minimises_mean_negative_log_likelihood_plus_beta_kl(beta, architect
     np.testing.assert_allclose(logs["elbo"], np.mean(log_likelihood - kl), rtol=1e-4)
 
 
+@pytest.mark.parametrize("architecture", ["mlp", "conv"])
+def test_mixed_precision_keeps_the_float32_loss_identity(architecture):
+    # float16 body, float32 variables; the distributions, the KL and the loss stay float32.
+    tf_keras.utils.set_random_seed(5)
+    model = VAE(tiny_config(architecture=architecture), mixed_precision=True)
+    model.compile(tf_keras.optimizers.SGD(0.0), beta=1.5, run_eagerly=True)
+    assert isinstance(model.optimizer, tf_keras.mixed_precision.LossScaleOptimizer)
+    body = [layer for layer in model.encoder.layers + model.decoder.layers if layer.weights]
+    assert {layer.compute_dtype for layer in body} == {"float16"}
+    assert {variable.dtype for variable in model.trainable_variables} == {tf.float32}
+    x = binary_images(16)
+    logs, z = one_training_step(model, x)
+    log_likelihood, kl, posterior = independent_terms(model, x, z)
+    assert z.dtype == posterior.dtype == tf.float32
+    assert {value.dtype for value in model.objective(x).values()} == {tf.float32}
+    np.testing.assert_allclose(logs["loss"], np.mean(-log_likelihood + 1.5 * kl), rtol=1e-4)
+    np.testing.assert_allclose(logs["kl"], np.mean(kl), rtol=1e-4)
+    np.testing.assert_allclose(logs["reconstruction"], np.mean(log_likelihood), rtol=1e-4)
+
+
 def test_kl_layer_adds_the_batch_sum_which_the_model_rescales():
     # The trap this guards: KLDivergenceAddLoss(use_exact_kl=True) adds SUM over the batch.
     model = VAE(tiny_config())

@@ -2,7 +2,7 @@
 import argparse
 import dataclasses
 
-from tfp_vae.config import ARCHITECTURES, BINARIZATIONS, LIKELIHOODS, Config, load_config
+from tfp_vae.config import ARCHITECTURES, BINARIZATIONS, LIKELIHOODS, STRATEGIES, Config, load_config
 
 __all__ = ["add_config_flags", "config_from_flags"]
 
@@ -15,6 +15,7 @@ def _int_list(text: str):
 
 
 # flag -> (section, field, type, help); every flag defaults to None, meaning "keep the config's value".
+# bool flags come in pairs: --mixed-precision / --no-mixed-precision.
 FLAGS = {
     "--dataset": ("data", "dataset", str, "TFDS image dataset name (default fashion_mnist, read offline from IDX files)"),
     "--idx-dir": ("data", "idx_dir", str, "folder with the Fashion-MNIST IDX files (default $TFP_VAE_FASHION_MNIST_DIR or /usr/share/datasets/fashion-mnist)"),
@@ -28,20 +29,28 @@ FLAGS = {
     "--conv-filters": ("model", "conv_filters", _int_list, "conv filters per stride-2 layer, e.g. 32,64"),
     "--likelihood": ("model", "likelihood", str, f"one of {', '.join(LIKELIHOODS)}"),
     "--epochs": ("training", "epochs", int, "training epochs (raise it on an existing workdir to train longer)"),
-    "--batch-size": ("training", "batch_size", int, "examples per batch"),
-    "--learning-rate": ("training", "learning_rate", float, "Adam learning rate"),
+    "--batch-size": ("training", "batch_size", int, "examples per batch: the GLOBAL batch, split over all replicas and workers"),
+    "--learning-rate": ("training", "learning_rate", float, "Adam learning rate (not rescaled with the number of replicas)"),
     "--beta": ("training", "beta", float, "KL weight (1 = ELBO)"),
     "--warmup-epochs": ("training", "warmup_epochs", float, "epochs over which beta rises linearly from 0"),
     "--free-bits": ("training", "free_bits", float, "nats per latent dimension left unpenalised"),
     "--seed": ("training", "seed", int, "random seed"),
     "--steps-per-execution": ("training", "steps_per_execution", int, "batches per tf.function call"),
+    "--strategy": ("training", "strategy", str, f"one of {', '.join(STRATEGIES)}: one device; all local GPUs "
+                   "(or --num-cpu-devices logical CPUs); several workers from TF_CONFIG (docs/distribute.md)"),
+    "--num-cpu-devices": ("training", "num_cpu_devices", int, "with --strategy mirrored: split the CPU into N logical devices (testing)"),
+    "--mixed-precision": ("training", "mixed_precision", bool, "float16 network body; distributions, loss and variables float32"),
+    "--jit-compile": ("training", "jit_compile", bool, "XLA-compile the training step (--strategy default only)"),
 }
 
 
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="JSON config to start from (e.g. a run's config.json); flags override it")
     for flag, (_, _, kind, text) in FLAGS.items():
-        parser.add_argument(flag, type=kind, default=None, help=text)
+        if kind is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
+        else:
+            parser.add_argument(flag, type=kind, default=None, help=text)
 
 
 def config_from_flags(args: argparse.Namespace) -> Config:

@@ -14,6 +14,7 @@ __all__ = [
     "ARCHITECTURES",
     "BINARIZATIONS",
     "LIKELIHOODS",
+    "STRATEGIES",
     "Config",
     "DataConfig",
     "ModelConfig",
@@ -26,6 +27,8 @@ ARCHITECTURES = ("mlp", "conv")
 # bernoulli: pixels in {0, 1}; continuous_bernoulli: a proper density for pixels in [0, 1].
 LIKELIHOODS = ("bernoulli", "continuous_bernoulli")
 BINARIZATIONS = ("none", "static", "dynamic")
+# tf.distribute strategies (tfp_vae.distribute): one device, local replicas, several workers.
+STRATEGIES = ("default", "mirrored", "multi_worker")
 
 
 def _positive_int(name: str, value) -> None:
@@ -132,6 +135,15 @@ class TrainingConfig:
     seed: int = 0
     # Batches per tf.function call: fewer Python round trips for small models.
     steps_per_execution: int = 1
+    # How training is spread over devices and machines; see tfp_vae.distribute and docs/distribute.md.
+    # batch_size is the GLOBAL batch, split over all replicas; learning_rate is not rescaled.
+    strategy: str = "default"
+    # mirrored only: split the CPU into this many logical devices (testing without GPUs); 0: don't.
+    num_cpu_devices: int = 0
+    # float16 network body, float32 variables, distributions and loss; loss scaling on.
+    mixed_precision: bool = False
+    # XLA-compile the training step (strategy "default" only: fails under tf.distribute here).
+    jit_compile: bool = False
 
     def __post_init__(self):
         _positive_int("epochs", self.epochs)
@@ -145,6 +157,27 @@ class TrainingConfig:
         _non_negative("free_bits", self.free_bits)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ValueError(f"seed must be an integer, got {self.seed!r}.")
+        _choice("strategy", self.strategy, STRATEGIES)
+        if isinstance(self.num_cpu_devices, bool) or not isinstance(self.num_cpu_devices, int) \
+                or self.num_cpu_devices < 0:
+            raise ValueError(f"num_cpu_devices must be an integer >= 0, got {self.num_cpu_devices!r}.")
+        for name in ("mixed_precision", "jit_compile"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}.")
+        if self.num_cpu_devices and self.strategy != "mirrored":
+            raise ValueError(
+                f"num_cpu_devices (--num-cpu-devices) needs strategy 'mirrored' (--strategy mirrored); "
+                f"strategy is {self.strategy!r}.")
+        if self.jit_compile and self.strategy != "default":
+            # Seen on TF 2.21 / tf_keras 2.21 (keras issue 19005): mirrored fails at the first step
+            # with "Trying to access resource ... located in device CPU:1 from device CPU:0";
+            # multi_worker with "Collectives are not yet implemented for CPU devices when compiling
+            # with XLA".
+            raise ValueError(
+                f"jit_compile (--jit-compile) does not work with strategy {self.strategy!r} "
+                f"(--strategy {self.strategy}) on this TensorFlow: XLA-compiled steps fail under "
+                "tf.distribute (keras issue 19005). Use --strategy default with --jit-compile, or "
+                "drop --jit-compile.")
 
 
 @dataclasses.dataclass(frozen=True)

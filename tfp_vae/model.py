@@ -9,6 +9,11 @@
 
 The loss `fit` minimises is the batch mean of -log p(x|z) + beta * KL(q(z|x) || p(z)) with one
 z ~ q(z|x) per example; `fit` also logs `elbo`, `reconstruction` (E_q log p(x|z)) and `kl`.
+
+Mixed precision (`VAE(config, mixed_precision=True)`): the network body computes in float16
+(variables stay float32); the posterior parameters and the likelihood logits are cast to float32
+before the tfp layers, so the distributions, the KL and the loss are float32 (tfp layers fail
+under a float16 policy, TFP issue 1315).
 """
 from tfp_vae import _env  # noqa: F401  (must precede tensorflow)
 
@@ -26,6 +31,20 @@ tfpl = tfp.layers
 
 # Keeps the posterior scale away from 0, where log-densities and KL blow up.
 SCALE_FLOOR = 1e-5
+MIXED_POLICY = "mixed_float16"
+
+
+def _body_dtype(mixed_precision: bool):
+    """dtype policy of the network body layers: None keeps the global policy (float32)."""
+    return tf_keras.mixed_precision.Policy(MIXED_POLICY) if mixed_precision else None
+
+
+def _to_float32(name: str):
+    """A weightless cast to float32 at the body/distribution border; a no-op for float32 input.
+
+    Present in both precisions so that weights checkpoints have the same structure either way.
+    """
+    return tf_keras.layers.Activation("linear", dtype="float32", name=name)
 
 
 def standard_normal_prior(latent_dim: int) -> tfd.Distribution:
@@ -40,6 +59,26 @@ def _posterior(params: tf.Tensor, latent_dim: int) -> tfd.Distribution:
         loc=loc, scale_diag=tf.nn.softplus(raw_scale) + SCALE_FLOOR, name="posterior")
 
 
+def _draw_posterior_sample(posterior: tfd.Distribution) -> tf.Tensor:
+    """One reparameterized z ~ q(z|x): loc + scale * eps, eps ~ N(0, I); the posterior layer's
+    tensor value. Same distribution and gradients as `posterior.sample()`, with two differences:
+
+    - eps is drawn per replica: a seeded stateful op (what `sample()` uses) draws the SAME numbers
+      on every worker of a MultiWorkerMirroredStrategy (same graph, same seeds), so the workers'
+      examples would share their noise. Here a fresh seed from the global-seeded stream is offset
+      by the replica's id in the whole cluster.
+    - a handful of ops instead of TFP's batch-broadcasting sampler (about 40 shape ops per step),
+      which also divides by the batch size and fails ("Integer division by zero") on an empty
+      batch: the share of a short last batch that a replica can get under tf.distribute.
+    """
+    loc = posterior.loc
+    context = tf.distribute.get_replica_context()  # None in a strategy's cross-replica context
+    replica = 0 if context is None else context.replica_id_in_sync_group
+    seed = tf.random.uniform([2], maxval=2 ** 30, dtype=tf.int32) + tf.stack([0, tf.cast(replica, tf.int32)])
+    noise = tf.random.stateless_normal(tf.shape(loc), seed=seed, dtype=loc.dtype)
+    return loc + posterior.scale.diag * noise
+
+
 def _likelihood(logits: tf.Tensor, config: ModelConfig) -> tfd.Distribution:
     logits = tf.reshape(logits, tf.concat([tf.shape(logits)[:-1], config.image_shape], axis=0))
     if config.likelihood == "bernoulli":
@@ -50,54 +89,65 @@ def _likelihood(logits: tf.Tensor, config: ModelConfig) -> tfd.Distribution:
     return tfd.Independent(pixels, reinterpreted_batch_ndims=3, name="likelihood")
 
 
-def build_encoder(config: ModelConfig) -> tf_keras.Model:
+def build_encoder(config: ModelConfig, mixed_precision: bool = False) -> tf_keras.Model:
     """Image -> posterior q(z|x), a MultivariateNormalDiag; adds the KL to N(0, I) as a loss.
 
     `KLDivergenceAddLoss(use_exact_kl=True)` adds the batch SUM of the exact KL; `VAE` divides
     by the batch size so the KL sits on the same per-example scale as the reconstruction term.
+    With `mixed_precision` the body computes in float16 and the posterior is float32.
     """
     latent_dim = config.latent_dim
+    body = _body_dtype(mixed_precision)
     images = tf_keras.Input(shape=config.image_shape, name="x")
     hidden = images
     if config.architecture == "conv":
         for filters in config.conv_filters:
-            hidden = tf_keras.layers.Conv2D(filters, 3, strides=2, padding="same", activation="relu")(hidden)
-        hidden = tf_keras.layers.Flatten()(hidden)
+            hidden = tf_keras.layers.Conv2D(filters, 3, strides=2, padding="same", activation="relu",
+                                            dtype=body)(hidden)
+        hidden = tf_keras.layers.Flatten(dtype=body)(hidden)
     else:
-        hidden = tf_keras.layers.Flatten()(hidden)
+        hidden = tf_keras.layers.Flatten(dtype=body)(hidden)
         for width in config.hidden_units:
-            hidden = tf_keras.layers.Dense(width, activation="relu")(hidden)
-    params = tf_keras.layers.Dense(2 * latent_dim, name="posterior_params")(hidden)
+            hidden = tf_keras.layers.Dense(width, activation="relu", dtype=body)(hidden)
+    params = tf_keras.layers.Dense(2 * latent_dim, name="posterior_params", dtype=body)(hidden)
+    params = _to_float32("posterior_params_float32")(params)
     posterior = tfpl.DistributionLambda(
-        lambda t: _posterior(t, latent_dim), name="posterior")(params)
+        lambda t: _posterior(t, latent_dim), convert_to_tensor_fn=_draw_posterior_sample,
+        name="posterior", dtype="float32")(params)
     posterior = tfpl.KLDivergenceAddLoss(
-        standard_normal_prior(latent_dim), use_exact_kl=True, name="kl_divergence")(posterior)
+        standard_normal_prior(latent_dim), use_exact_kl=True, name="kl_divergence",
+        dtype="float32")(posterior)
     return tf_keras.Model(images, posterior, name="encoder")
 
 
-def build_decoder(config: ModelConfig) -> tf_keras.Model:
-    """Latent z -> likelihood p(x|z), independent per pixel; its tensor value is the mean."""
+def build_decoder(config: ModelConfig, mixed_precision: bool = False) -> tf_keras.Model:
+    """Latent z -> likelihood p(x|z), independent per pixel; its tensor value is the mean.
+
+    With `mixed_precision` the body computes in float16 and the likelihood is float32.
+    """
     height, width, channels = config.image_shape
+    body = _body_dtype(mixed_precision)
     latents = tf_keras.Input(shape=(config.latent_dim,), name="z")
     if config.architecture == "conv":
         factor = 2 ** len(config.conv_filters)
         filters = list(reversed(config.conv_filters))
         hidden = tf_keras.layers.Dense(
-            (height // factor) * (width // factor) * filters[0], activation="relu")(latents)
-        hidden = tf_keras.layers.Reshape((height // factor, width // factor, filters[0]))(hidden)
+            (height // factor) * (width // factor) * filters[0], activation="relu", dtype=body)(latents)
+        hidden = tf_keras.layers.Reshape((height // factor, width // factor, filters[0]), dtype=body)(hidden)
         for count in filters:
             hidden = tf_keras.layers.Conv2DTranspose(
-                count, 3, strides=2, padding="same", activation="relu")(hidden)
-        hidden = tf_keras.layers.Conv2D(channels, 3, padding="same")(hidden)
-        logits = tf_keras.layers.Flatten(name="logits")(hidden)
+                count, 3, strides=2, padding="same", activation="relu", dtype=body)(hidden)
+        hidden = tf_keras.layers.Conv2D(channels, 3, padding="same", dtype=body)(hidden)
+        logits = tf_keras.layers.Flatten(name="logits", dtype=body)(hidden)
     else:
         hidden = latents
         for units in reversed(config.hidden_units):
-            hidden = tf_keras.layers.Dense(units, activation="relu")(hidden)
-        logits = tf_keras.layers.Dense(height * width * channels, name="logits")(hidden)
+            hidden = tf_keras.layers.Dense(units, activation="relu", dtype=body)(hidden)
+        logits = tf_keras.layers.Dense(height * width * channels, name="logits", dtype=body)(hidden)
+    logits = _to_float32("logits_float32")(logits)
     likelihood = tfpl.DistributionLambda(
         lambda t: _likelihood(t, config), convert_to_tensor_fn=tfd.Distribution.mean,
-        name="likelihood")(logits)
+        name="likelihood", dtype="float32")(logits)
     return tf_keras.Model(latents, likelihood, name="decoder")
 
 
@@ -106,11 +156,12 @@ class VAE(tf_keras.Model):
 
     metric_names = ("loss", "elbo", "reconstruction", "kl")
 
-    def __init__(self, config: ModelConfig, name: str = "vae", **kwargs):
+    def __init__(self, config: ModelConfig, name: str = "vae", *, mixed_precision: bool = False, **kwargs):
         super().__init__(name=name, **kwargs)
         self.config = config
-        self.encoder = build_encoder(config)
-        self.decoder = build_decoder(config)
+        self.mixed_precision = bool(mixed_precision)
+        self.encoder = build_encoder(config, self.mixed_precision)
+        self.decoder = build_decoder(config, self.mixed_precision)
         self.prior = standard_normal_prior(config.latent_dim)
         self.beta = 1.0
         self.warmup_steps = 0
@@ -120,12 +171,19 @@ class VAE(tf_keras.Model):
     def compile(self, optimizer="adam", *, beta: float = 1.0, warmup_steps: int = 0,
                 free_bits: float = 0.0, **kwargs):
         """Like `Model.compile`; `beta` weighs the KL, which ramps up from 0 over `warmup_steps`
-        optimizer steps, and `free_bits` (nats per latent dimension) leaves that much KL unpenalised."""
+        optimizer steps, and `free_bits` (nats per latent dimension) leaves that much KL unpenalised.
+        A mixed-precision VAE wraps the optimizer in a LossScaleOptimizer."""
         if "loss" in kwargs:
             raise ValueError("VAE defines its own loss (negative ELBO with beta); do not pass loss=.")
         for name, value in (("beta", beta), ("warmup_steps", warmup_steps), ("free_bits", free_bits)):
             if not np.isfinite(value) or value < 0:
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}.")
+        if self.mixed_precision:
+            # float16 gradients of the body underflow without loss scaling; the scaling is
+            # undone before the float32 variables are updated.
+            optimizer = tf_keras.optimizers.get(optimizer)
+            if not isinstance(optimizer, tf_keras.mixed_precision.LossScaleOptimizer):
+                optimizer = tf_keras.mixed_precision.LossScaleOptimizer(optimizer)
         super().compile(optimizer=optimizer, **kwargs)
         self.beta, self.warmup_steps, self.free_bits = float(beta), int(warmup_steps), float(free_bits)
 
@@ -150,15 +208,18 @@ class VAE(tf_keras.Model):
         posterior = self.encoder(x, training=training)
         latents = tf.convert_to_tensor(posterior)  # the one sample z ~ q(z|x)
         likelihood = self.decoder(latents, training=training)
-        reconstruction = tf.reduce_mean(likelihood.log_prob(x))
+        # Means as sum / count with 0 for an empty batch: under tf.distribute a replica can get
+        # no examples of a short last batch, and a NaN there would poison the summed gradients.
         batch_size = tf.cast(tf.shape(latents)[0], tf.float32)
-        kl = tf.add_n(self.encoder.losses) / batch_size
+        reconstruction = tf.math.divide_no_nan(tf.reduce_sum(likelihood.log_prob(x)), batch_size)
+        kl = tf.math.divide_no_nan(tf.add_n(self.encoder.losses), batch_size)
         penalty = kl
         if self.free_bits > 0:
             # sum_d max(free_bits, KL_d) = KL + sum_d relu(free_bits - KL_d), KL_d batch-averaged:
             # the correction cancels the KL gradient of dimensions under the free bits.
             loc, scale = posterior.mean(), posterior.stddev()
-            kl_per_dim = tf.reduce_mean(0.5 * (tf.square(loc) + tf.square(scale) - 1.0) - tf.math.log(scale), 0)
+            kl_per_dim = tf.math.divide_no_nan(tf.reduce_sum(
+                0.5 * (tf.square(loc) + tf.square(scale) - 1.0) - tf.math.log(scale), 0), batch_size)
             penalty = kl + tf.reduce_sum(tf.nn.relu(self.free_bits - kl_per_dim))
         loss = -reconstruction + self.kl_weight() * penalty
         return {"loss": loss, "elbo": reconstruction - kl, "reconstruction": reconstruction, "kl": kl}
@@ -174,7 +235,8 @@ class VAE(tf_keras.Model):
         x, _, _ = tf_keras.utils.unpack_x_y_sample_weight(data)
         with tf.GradientTape() as tape:
             terms = self.objective(x, training=True)
-            # Gradients are summed over replicas, so each replica contributes its share.
+            # Gradients are summed over replicas, so each replica contributes its share: the mean
+            # over the global batch when the replicas' batches are equal (as Keras's own losses).
             scaled_loss = terms["loss"] / tf.distribute.get_strategy().num_replicas_in_sync
         self.optimizer.minimize(scaled_loss, self.trainable_variables, tape=tape)
         return self._record(terms, x)

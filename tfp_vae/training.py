@@ -8,10 +8,17 @@
 WORKDIR layout: config.json, metrics.json, history.csv, weights/ (final weights),
 backup/ (per-epoch checkpoint with optimizer state: resume after a kill, or extend --epochs),
 logs/ (TensorBoard), samples.png, reconstructions.png.
+
+Under tf.distribute (`training.strategy`, docs/distribute.md) the model is built and compiled in
+the strategy's scope; `batch_size` is the global batch. With `multi_worker` every worker runs
+this whole function (fit, evaluate and saving are collective), but only the chief writes WORKDIR;
+each other worker writes to a temporary folder of its own, removed when it returns, and restores
+from the chief's WORKDIR/backup (so resuming needs WORKDIR on storage all workers see).
 """
 from tfp_vae import _env  # noqa: F401  (must precede tensorflow)
 
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -22,6 +29,7 @@ import numpy as np
 import tf_keras
 
 from tfp_vae import data as data_lib
+from tfp_vae import distribute
 from tfp_vae import plots
 from tfp_vae.callbacks import ImageSummaries, StopOnNaN, Throughput
 from tfp_vae.config import Config, load_config, save_config
@@ -31,6 +39,10 @@ __all__ = ["build_model", "load", "save_weights", "train", "write_json"]
 
 WEIGHTS = "weights"
 CHECKPOINT_PREFIX = "checkpoint"
+BACKUP = "backup"
+# Training fields that may change when a run is resumed: how it runs, not what it computes.
+# (mixed_precision is not among them: it wraps the optimizer, whose checkpoint then differs.)
+RESUMABLE_CHANGES = ("epochs", "strategy", "num_cpu_devices", "steps_per_execution", "jit_compile")
 
 
 def write_json(values: dict, path: str) -> None:
@@ -43,15 +55,18 @@ def write_json(values: dict, path: str) -> None:
 
 
 def build_model(config: Config, steps_per_epoch: int = 1) -> VAE:
-    """A compiled VAE for `config`; warm-up is counted in optimizer steps."""
-    model = VAE(config.model)
+    """A compiled VAE for `config`; warm-up is counted in optimizer steps.
+
+    Call it inside `strategy.scope()` to train under tf.distribute."""
     training = config.training
+    model = VAE(config.model, mixed_precision=training.mixed_precision)
     model.compile(
         tf_keras.optimizers.Adam(training.learning_rate),
         beta=training.beta,
         warmup_steps=int(round(training.warmup_epochs * steps_per_epoch)),
         free_bits=training.free_bits,
         steps_per_execution=training.steps_per_execution,
+        jit_compile=training.jit_compile,
     )
     return model
 
@@ -78,7 +93,8 @@ def load(workdir: str) -> VAE:
         raise FileNotFoundError(
             f"no trained weights in {os.path.join(workdir, WEIGHTS)}: training in {workdir} has not "
             "finished; run trainers/train.py with the same --workdir to resume it.")
-    model = build_model(config)
+    # Inference in float32 whatever the training precision: the variables are float32 either way.
+    model = build_model(config.replace(training={"mixed_precision": False, "jit_compile": False}))
     model.load_weights(prefix).expect_partial()  # the optimizer state is not needed to use it
     return model
 
@@ -89,9 +105,10 @@ def _check_resumable(config: Config, workdir: str) -> None:
         return
     previous = load_config(path).to_dict()
     current = config.to_dict()
-    # Only the number of epochs may change between runs in one workdir.
-    previous["training"].pop("epochs")
-    current["training"].pop("epochs")
+    # Only the number of epochs and how training runs may change between runs in one workdir.
+    for name in RESUMABLE_CHANGES:
+        previous["training"].pop(name, None)
+        current["training"].pop(name, None)
     if previous != current:
         changed = [f"{section}.{key}" for section in current for key in current[section]
                    if current[section][key] != previous[section].get(key)]
@@ -114,37 +131,73 @@ def _split_logs(row: dict) -> tuple:
     return train, validation
 
 
+def _backup_dir(workdir: str, output_dir: str, chief: bool) -> str:
+    """The chief backs up into WORKDIR/backup. Keras's BackupAndRestore reads BACKUP/chief on
+    every worker and has the others write BACKUP/workertemp_<id>: for them BACKUP is a folder in
+    their temporary output_dir whose `chief` links to WORKDIR/backup/chief, so they read the
+    chief's checkpoint and write nothing into WORKDIR."""
+    if chief:
+        return os.path.join(workdir, BACKUP)
+    backup_dir = os.path.join(output_dir, BACKUP)
+    os.makedirs(backup_dir, exist_ok=True)
+    os.symlink(os.path.abspath(os.path.join(workdir, BACKUP, "chief")), os.path.join(backup_dir, "chief"))
+    return backup_dir
+
+
 def train(config: Config, workdir: str, verbose: int = 1) -> dict:
-    """Trains (or resumes) the run in `workdir` and returns the metrics written to metrics.json."""
+    """Trains (or resumes) the run in `workdir` and returns the metrics written to metrics.json.
+
+    Under `multi_worker` it runs on every worker and returns the same metrics on each; only the
+    chief (`distribute.is_chief_process`) writes `workdir`."""
     started = time.time()
-    os.makedirs(workdir, exist_ok=True)
+    # First TensorFlow work of the process: MultiWorkerMirroredStrategy and logical CPU devices
+    # must be set up before anything else initialises the runtime.
+    strategy = distribute.create_strategy(config.training)
+    chief = distribute.is_chief(strategy)
     config = config.replace(model={"image_shape": data_lib.image_shape(config.data)})
     _check_resumable(config, workdir)
-    save_config(config, os.path.join(workdir, "config.json"))
+    output_dir = workdir if chief else distribute.worker_temp_dir(strategy)
+    try:
+        metrics = _train(config, workdir, output_dir, strategy, chief, verbose, started)
+    finally:
+        if not chief:
+            shutil.rmtree(output_dir, ignore_errors=True)  # removes the backup link, not its target
+    return metrics
+
+
+def _train(config: Config, workdir: str, output_dir: str, strategy, chief: bool, verbose: int,
+           started: float) -> dict:
+    os.makedirs(output_dir, exist_ok=True)
+    save_config(config, os.path.join(output_dir, "config.json"))
     tf_keras.utils.set_random_seed(config.training.seed)
 
     datasets = data_lib.make_datasets(config)
+    if config.training.strategy == "multi_worker":
+        datasets = dataclasses.replace(datasets, **{
+            split: distribute.shard_by_data(getattr(datasets, split))
+            for split in ("train", "validation", "test") if getattr(datasets, split) is not None})
     steps_per_epoch = math.ceil(datasets.train_examples / config.training.batch_size)
-    model = build_model(config, steps_per_epoch)
-
-    backup_dir = os.path.join(workdir, "backup")
-    history_csv = os.path.join(workdir, "history.csv")
-    throughput = Throughput(datasets.train_examples)
     preview = next(iter(datasets.validation or datasets.test))[:16]
-    model(preview)  # builds the variables, so BackupAndRestore can restore into them
+    with strategy.scope():
+        model = build_model(config, steps_per_epoch)
+        model(preview)  # builds the variables, so BackupAndRestore can restore into them
+
+    backup_dir = _backup_dir(workdir, output_dir, chief)
+    history_csv = os.path.join(output_dir, "history.csv")
+    throughput = Throughput(datasets.train_examples)
     callbacks = [
-        StopOnNaN(checkpoint_hint=f"The last completed epoch stays saved in {backup_dir}."),
+        StopOnNaN(checkpoint_hint=f"The last completed epoch stays saved in {os.path.join(workdir, BACKUP)}."),
         # Restores weights, optimizer state and the epoch counter after a crash or kill. Kept
         # after the last epoch, so a later run with a larger --epochs continues from there.
         tf_keras.callbacks.BackupAndRestore(backup_dir, delete_checkpoint=False),
         tf_keras.callbacks.CSVLogger(history_csv, append=True),
-        tf_keras.callbacks.TensorBoard(os.path.join(workdir, "logs")),
-        ImageSummaries(os.path.join(workdir, "logs", "images"), preview, seed=config.training.seed),
+        tf_keras.callbacks.TensorBoard(os.path.join(output_dir, "logs")),
+        ImageSummaries(os.path.join(output_dir, "logs", "images"), preview, seed=config.training.seed),
         throughput,
     ]
     model.fit(datasets.train, validation_data=datasets.validation, epochs=config.training.epochs,
               callbacks=callbacks, verbose=verbose)
-    save_weights(model, workdir)
+    save_weights(model, output_dir)  # on every worker: reading synced variables is collective
 
     test = model.evaluate(datasets.test, return_dict=True, verbose=verbose)
     train_metrics, validation_metrics = _split_logs(_last_row(history_csv))
@@ -156,16 +209,18 @@ def train(config: Config, workdir: str, verbose: int = 1) -> dict:
         "optimizer_steps": int(model.optimizer.iterations.numpy()),
         "examples_per_second": throughput.examples_per_second,
         "train_examples": datasets.train_examples,
+        "strategy": config.training.strategy,
+        "replicas": strategy.num_replicas_in_sync,
         "seconds_this_run": time.time() - started,
         "units": "nats per example",
     }
-    write_json(metrics, os.path.join(workdir, "metrics.json"))
+    write_json(metrics, os.path.join(output_dir, "metrics.json"))
 
     test_images = next(iter(datasets.test))[:32]
-    plots.save_image_grid(model.sample(64, seed=config.training.seed), os.path.join(workdir, "samples.png"),
+    plots.save_image_grid(model.sample(64, seed=config.training.seed), os.path.join(output_dir, "samples.png"),
                           "samples: mean of p(x|z), z ~ N(0, I)")
     originals_and_reconstructions = np.concatenate(
         [np.asarray(test_images), np.asarray(model.reconstruct(test_images))], axis=0)
-    plots.save_image_grid(originals_and_reconstructions, os.path.join(workdir, "reconstructions.png"),
+    plots.save_image_grid(originals_and_reconstructions, os.path.join(output_dir, "reconstructions.png"),
                           "test images (top 4 rows) and their reconstructions (bottom 4 rows)")
     return metrics

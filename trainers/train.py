@@ -5,6 +5,9 @@
 writes runs/default/{config.json, metrics.json, samples.png, reconstructions.png, weights/, logs/}.
 Run it again with the same --workdir to resume after a kill (or with a larger --epochs to train
 longer). TensorBoard: tensorboard --logdir runs/default/logs
+
+Several devices or machines (docs/distribute.md): --strategy mirrored (all local GPUs) or
+--strategy multi_worker with TF_CONFIG set on each worker; --batch-size is the global batch.
 """
 import argparse
 import json
@@ -24,16 +27,34 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError) as error:
         parser.error(str(error))
 
-    from tfp_vae import training  # after flag parsing: --help stays fast
+    from tfp_vae import distribute, training  # after flag parsing: --help stays fast
     from tfp_vae.callbacks import TrainingDivergedError
+    import tensorflow as tf
     try:
         metrics = training.train(config, args.workdir, verbose=args.verbose)
     except (TrainingDivergedError, FileNotFoundError, ValueError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    print(json.dumps({"test": metrics["test"], "epochs": metrics["epochs"],
-                      "examples_per_second": metrics["examples_per_second"]}, indent=2))
-    print(f"outputs in {args.workdir}: metrics.json, samples.png, reconstructions.png, weights/, logs/")
+    except tf.errors.OpError as error:
+        lost = (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.DeadlineExceededError,
+                tf.errors.CancelledError)
+        if config.training.strategy != "multi_worker" or not (
+                isinstance(error, lost) or "Collective ops is aborted" in str(error)):
+            raise
+        # A collective op failed: another worker died or was unreachable (its heartbeats stopped).
+        print(f"error: the multi-worker cluster lost a worker ({type(error).__name__}: "
+              f"{str(error).strip().splitlines()[0][:300]}). Restart every worker with the same "
+              "command: training resumes from the last epoch the chief backed up in "
+              f"{args.workdir}/backup (the workdir must be on storage all workers see).", file=sys.stderr)
+        return 1
+    print(json.dumps({name: metrics[name] for name in (
+        "train", "validation", "test", "epochs", "optimizer_steps", "examples_per_second", "replicas")},
+        indent=2))
+    if distribute.is_chief_process(config.training):
+        print(f"outputs in {args.workdir}: metrics.json, samples.png, reconstructions.png, weights/, logs/")
+    else:
+        print("this worker is not the chief: the chief wrote the outputs to its --workdir; this "
+              "worker's copies went to a temporary folder, now removed")
     return 0
 
 

@@ -280,6 +280,9 @@ def test_killed_search_resumes_without_rerunning_finished_trials(tmp_path):
 
 
 def load_tune_script():
+    # As `python trainers/tune.py` would, put trainers/ on the path (for trainers/_flags.py).
+    if os.path.dirname(TUNE) not in sys.path:
+        sys.path.insert(0, os.path.dirname(TUNE))
     spec = importlib.util.spec_from_file_location("tune_script", TUNE)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -12,32 +12,18 @@ import json
 import os
 import sys
 
-# The same names as tfp_vae.data.SPLITS, spelled out: importing tfp_vae.data loads TensorFlow,
-# and bad flags should be rejected in a fraction of a second.
-SPLITS = ("test", "validation", "train")
-
-
-def _at_least_one(flag):
-    def parse(text):
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{flag} must be an integer, got {text!r}") from None
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"{flag} must be >= 1, got {value}")
-        return value
-    return parse
+from _flags import SPLITS, at_least_one
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", required=True, help="a finished trainers/train.py run folder")
     parser.add_argument("--split", choices=SPLITS, default="test", help="data split (default test)")
-    parser.add_argument("--examples", type=_at_least_one("--examples"), default=None,
+    parser.add_argument("--examples", type=at_least_one("--examples"), default=None,
                         help="use only the first N examples of the split (default: all)")
-    parser.add_argument("--batch-size", type=_at_least_one("--batch-size"), default=500,
+    parser.add_argument("--batch-size", type=at_least_one("--batch-size"), default=500,
                         help="posteriors per encoder call (memory, not results)")
-    parser.add_argument("--samples-per-example", type=_at_least_one("--samples-per-example"), default=1,
+    parser.add_argument("--samples-per-example", type=at_least_one("--samples-per-example"), default=1,
                         help="z ~ q(z|x) per example for the Monte-Carlo terms (default 1)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the (stateless) samples")
     args = parser.parse_args(argv)

@@ -11,32 +11,18 @@ import json
 import os
 import sys
 
-# The same names as tfp_vae.data.SPLITS, spelled out: importing tfp_vae.data loads TensorFlow,
-# and bad flags should be rejected in a fraction of a second.
-SPLITS = ("test", "validation", "train")
-
-
-def _at_least_one(flag):
-    def parse(text):
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{flag} must be an integer, got {text!r}") from None
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"{flag} must be >= 1, got {value}")
-        return value
-    return parse
+from _flags import SPLITS, at_least_one
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", required=True, help="a finished trainers/train.py run folder")
-    parser.add_argument("--num-samples", type=_at_least_one("--num-samples"), default=5000,
+    parser.add_argument("--num-samples", type=at_least_one("--num-samples"), default=5000,
                         help="importance samples K per example (default 5000)")
     parser.add_argument("--split", choices=SPLITS, default="test", help="data split (default test)")
-    parser.add_argument("--examples", type=_at_least_one("--examples"), default=None,
+    parser.add_argument("--examples", type=at_least_one("--examples"), default=None,
                         help="evaluate only the first N examples of the split (default: all)")
-    parser.add_argument("--batch-size", type=_at_least_one("--batch-size"), default=100,
+    parser.add_argument("--batch-size", type=at_least_one("--batch-size"), default=100,
                         help="examples per encoder call; each decoder call sees ~8192 rows regardless")
     parser.add_argument("--seed", type=int, default=0, help="seed of the (stateless) importance samples")
     parser.add_argument("--verbose", type=int, default=1, choices=(0, 1), help="progress bar")

@@ -24,6 +24,7 @@ import json
 import os
 import sys
 
+from _flags import at_least_one
 from tfp_vae import cli
 
 TUNERS = ("random", "bayesian", "hyperband")
@@ -56,16 +57,6 @@ def parse_range(text: str):
         raise argparse.ArgumentTypeError(f"cannot parse range {text!r}") from None
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
 def _role() -> str:
     if "KERASTUNER_ORACLE_IP" not in os.environ:
         return "single"
@@ -75,7 +66,7 @@ def _role() -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tuner", choices=TUNERS, default="random", help="search algorithm (default random)")
-    parser.add_argument("--max-trials", type=_positive, default=None,
+    parser.add_argument("--max-trials", type=at_least_one("--max-trials"), default=None,
                         help="trials to run (default 10; Hyperband: its full schedule)")
     parser.add_argument("--directory", default="tuning", help="folder of tuning projects (default tuning)")
     parser.add_argument("--project-name", default="vae", help="project folder inside --directory (default vae)")
@@ -87,15 +78,15 @@ def main(argv=None) -> int:
                         metavar="NAME=SPEC", help="search range of one hyperparameter (repeatable)")
     parser.add_argument("--objective", default="val_elbo",
                         help="metric to optimise (default val_elbo, maximised; val_loss, val_kl minimised)")
-    parser.add_argument("--factor", type=_positive, default=3, help="Hyperband reduction factor (default 3)")
-    parser.add_argument("--hyperband-iterations", type=_positive, default=1, help="Hyperband iterations (default 1)")
-    parser.add_argument("--num-initial-points", type=_positive, default=None,
+    parser.add_argument("--factor", type=at_least_one("--factor"), default=3, help="Hyperband reduction factor (default 3)")
+    parser.add_argument("--hyperband-iterations", type=at_least_one("--hyperband-iterations"), default=1, help="Hyperband iterations (default 1)")
+    parser.add_argument("--num-initial-points", type=at_least_one("--num-initial-points"), default=None,
                         help="Bayesian: random trials before the Gaussian process (default 3 x hyperparameters)")
     parser.add_argument("--overwrite", action="store_true", help="start over instead of resuming the project")
-    parser.add_argument("--final-epochs", type=_positive, default=None,
+    parser.add_argument("--final-epochs", type=at_least_one("--final-epochs"), default=None,
                         help="epochs to train the best config in DIR/PROJECT/best (default --epochs)")
     parser.add_argument("--skip-final", action="store_true", help="do not train the best config at the end")
-    parser.add_argument("--summary-trials", type=_positive, default=10, help="trials in the results summary")
+    parser.add_argument("--summary-trials", type=at_least_one("--summary-trials"), default=10, help="trials in the results summary")
     parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras progress output per trial")
     cli.add_config_flags(parser)
     args = parser.parse_args(argv)

@@ -17,7 +17,16 @@ def test_json_round_trip(tmp_path):
 
 @pytest.mark.parametrize("build,message", [
     (lambda: ModelConfig(latent_dim=0), "latent_dim"),
-    (lambda: ModelConfig(architecture="resnet"), "architecture must be one of mlp, conv"),
+    (lambda: ModelConfig(architecture="transformer"), "architecture must be one of mlp, conv, resnet"),
+    (lambda: ModelConfig(architecture="resnet", gated=True), "gated"),
+    (lambda: ModelConfig(architecture="resnet", residual_blocks=0), "residual_blocks"),
+    (lambda: ModelConfig(prior="flow"), "prior must be one of standard_normal, mixture, vamp"),
+    (lambda: ModelConfig(prior="vamp", prior_components=0), "prior_components"),
+    (lambda: ModelConfig(kl_samples=0), "kl_samples"),
+    (lambda: TrainingConfig(learning_rate_schedule="step"), "learning_rate_schedule"),
+    (lambda: Config(model=ModelConfig(prior="mixture"), training=TrainingConfig(free_bits=0.5)), "free_bits"),
+    (lambda: Config(data=DataConfig(validation_examples=0), training=TrainingConfig(keep_best=True)),
+     "keep_best"),
     (lambda: ModelConfig(likelihood="gaussian"), "likelihood"),
     (lambda: ModelConfig(hidden_units=()), "hidden_units"),
     (lambda: ModelConfig(architecture="conv", image_shape=(30, 30, 1)), "divisible by 4"),

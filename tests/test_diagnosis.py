@@ -15,7 +15,8 @@ import tf_keras
 
 from tfp_vae import diagnosis, report
 from tfp_vae.config import ModelConfig
-from tfp_vae.model import SCALE_FLOOR, VAE
+from tfp_vae.model import VAE
+from tfp_vae.prior import SCALE_FLOOR
 from test_evaluation import ROOT, LinearGaussian, make_run  # tests/ is on sys.path under pytest
 
 tfd = tfp.distributions

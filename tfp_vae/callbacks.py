@@ -1,14 +1,15 @@
-"""Keras callbacks used by training: NaN guard, throughput timer, TensorBoard images."""
+"""Keras callbacks used by training: NaN guard, timers and time budget, best weights, TensorBoard images."""
 from tfp_vae import _env  # noqa: F401  (must precede tensorflow)
 
 import math
 import time
+from typing import Callable, Optional
 
 import numpy as np
 import tensorflow as tf
 import tf_keras
 
-__all__ = ["ImageSummaries", "StopOnNaN", "Throughput", "TrainingDivergedError"]
+__all__ = ["BestWeights", "EpochClock", "ImageSummaries", "StopOnNaN", "Throughput", "TrainingDivergedError"]
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -98,3 +99,57 @@ class ImageSummaries(tf_keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         self.writer.close()
+
+
+class EpochClock(tf_keras.callbacks.Callback):
+    """Puts each epoch's wall time (training and validation) in the logs as `epoch_seconds`, and
+    with a `time_budget` (seconds since `started`) stops `fit` after the last epoch that fits.
+
+    An epoch is only started when the longest epoch so far would still end within the budget,
+    so a budgeted run stops at an epoch boundary, where BackupAndRestore has just saved.
+    """
+
+    def __init__(self, time_budget: Optional[float] = None, started: Optional[float] = None):
+        super().__init__()
+        self.time_budget = time_budget
+        self.started = time.time() if started is None else started
+        self.longest_epoch = 0.0
+        self.stopped_for_time = False
+        self._start = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        now = time.time()
+        seconds = now - self._start
+        if logs is not None:
+            logs["epoch_seconds"] = seconds
+        self.longest_epoch = max(self.longest_epoch, seconds)
+        if self.time_budget is not None and now - self.started + self.longest_epoch > self.time_budget:
+            self.model.stop_training = True
+            self.stopped_for_time = True
+
+
+class BestWeights(tf_keras.callbacks.Callback):
+    """Calls `save(record)` whenever `monitor` (default val_elbo, higher is better) beats `best`.
+
+    `record` is {"epoch": e, monitor: value}; `best` carries the best value over from a run
+    that this one resumes. NaN never counts as an improvement.
+    """
+
+    def __init__(self, save: Callable[[dict], None], best: Optional[float] = None, monitor: str = "val_elbo"):
+        super().__init__()
+        self.save, self.best, self.monitor = save, best, monitor
+        self.saved_any = False
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None:
+            raise ValueError(f"BestWeights monitors {self.monitor!r}, which fit did not log (is there "
+                             "validation data?).")
+        value = float(value)
+        if math.isfinite(value) and (self.best is None or value > self.best):
+            self.best = value
+            self.save({"epoch": int(epoch), self.monitor: value})
+            self.saved_any = True

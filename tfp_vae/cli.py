@@ -2,7 +2,8 @@
 import argparse
 import dataclasses
 
-from tfp_vae.config import ARCHITECTURES, BINARIZATIONS, LIKELIHOODS, STRATEGIES, Config, load_config
+from tfp_vae.config import (ARCHITECTURES, BINARIZATIONS, LEARNING_RATE_SCHEDULES, LIKELIHOODS, PRIORS,
+                            STRATEGIES, Config, load_config)
 
 __all__ = ["add_config_flags", "config_from_flags"]
 
@@ -26,11 +27,19 @@ FLAGS = {
     "--architecture": ("model", "architecture", str, f"one of {', '.join(ARCHITECTURES)}"),
     "--latent-dim": ("model", "latent_dim", int, "latent dimensions"),
     "--hidden-units": ("model", "hidden_units", _int_list, "MLP widths, e.g. 512,256"),
-    "--conv-filters": ("model", "conv_filters", _int_list, "conv filters per stride-2 layer, e.g. 32,64"),
+    "--gated": ("model", "gated", bool, "MLP: gated linear units instead of ReLU layers"),
+    "--conv-filters": ("model", "conv_filters", _int_list, "conv/resnet filters per stride-2 layer, e.g. 32,64"),
+    "--residual-blocks": ("model", "residual_blocks", int, "resnet: residual blocks per resolution"),
     "--likelihood": ("model", "likelihood", str, f"one of {', '.join(LIKELIHOODS)}"),
+    "--prior": ("model", "prior", str, f"one of {', '.join(PRIORS)}"),
+    "--prior-components": ("model", "prior_components", int, "mixture/vamp prior: components (VampPrior pseudo-inputs)"),
+    "--kl-samples": ("model", "kl_samples", int, "Monte-Carlo samples of the KL for mixture/vamp priors"),
     "--epochs": ("training", "epochs", int, "training epochs (raise it on an existing workdir to train longer)"),
     "--batch-size": ("training", "batch_size", int, "examples per batch: the GLOBAL batch, split over all replicas and workers"),
     "--learning-rate": ("training", "learning_rate", float, "Adam learning rate (not rescaled with the number of replicas)"),
+    "--learning-rate-schedule": ("training", "learning_rate_schedule", str,
+                                 f"one of {', '.join(LEARNING_RATE_SCHEDULES)} (cosine: down to 1% over --epochs)"),
+    "--keep-best": ("training", "keep_best", bool, "final weights from the epoch with the best validation ELBO"),
     "--beta": ("training", "beta", float, "KL weight (1 = ELBO)"),
     "--warmup-epochs": ("training", "warmup_epochs", float, "epochs over which beta rises linearly from 0"),
     "--free-bits": ("training", "free_bits", float, "nats per latent dimension left unpenalised"),

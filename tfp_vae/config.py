@@ -13,7 +13,9 @@ from typing import Optional, Tuple
 __all__ = [
     "ARCHITECTURES",
     "BINARIZATIONS",
+    "LEARNING_RATE_SCHEDULES",
     "LIKELIHOODS",
+    "PRIORS",
     "STRATEGIES",
     "Config",
     "DataConfig",
@@ -23,7 +25,13 @@ __all__ = [
     "save_config",
 ]
 
-ARCHITECTURES = ("mlp", "conv")
+# mlp: dense layers; conv: stride-2 convolutions; resnet: stride-2 convolutions each followed by
+# residual blocks (tfp_vae.network).
+ARCHITECTURES = ("mlp", "conv", "resnet")
+# standard_normal: N(0, I), exact KL; mixture: a learnt mixture of diagonal Gaussians; vamp: the
+# VampPrior, a mixture of the encoder's posteriors at learnt pseudo-inputs (tfp_vae.prior).
+PRIORS = ("standard_normal", "mixture", "vamp")
+LEARNING_RATE_SCHEDULES = ("constant", "cosine")
 # bernoulli: pixels in {0, 1}; continuous_bernoulli: a proper density for pixels in [0, 1].
 LIKELIHOODS = ("bernoulli", "continuous_bernoulli")
 BINARIZATIONS = ("none", "static", "dynamic")
@@ -54,15 +62,35 @@ class ModelConfig:
     latent_dim: int = 32
     # Hidden widths of the MLP encoder; the decoder mirrors them.
     hidden_units: Tuple[int, ...] = (512, 256)
+    # MLP only: gated linear units h = (W x + b) * sigmoid(V x + c) instead of ReLU, as in the
+    # VampPrior and Exemplar-VAE MLPs whose published likelihoods tfp_vae compares against.
+    gated: bool = False
     # Filters of the stride-2 conv layers; the decoder mirrors them. Two layers divide H and W by 4.
     conv_filters: Tuple[int, ...] = (32, 64)
+    # resnet only: residual blocks (two 3x3 convolutions and a skip) after each stride-2 layer.
+    residual_blocks: int = 1
     likelihood: str = "bernoulli"
+    prior: str = "standard_normal"
+    # mixture / vamp: mixture components (VampPrior: pseudo-inputs, each encoded every step).
+    prior_components: int = 500
+    # Samples of z per example for the Monte-Carlo KL when the prior has no closed-form KL
+    # (mixture, vamp); 1 reuses the z that the decoder sees, the usual one-sample ELBO.
+    kl_samples: int = 1
     image_shape: Tuple[int, int, int] = (28, 28, 1)
 
     def __post_init__(self):
         _choice("architecture", self.architecture, ARCHITECTURES)
         _choice("likelihood", self.likelihood, LIKELIHOODS)
+        _choice("prior", self.prior, PRIORS)
         _positive_int("latent_dim", self.latent_dim)
+        _positive_int("residual_blocks", self.residual_blocks)
+        _positive_int("prior_components", self.prior_components)
+        _positive_int("kl_samples", self.kl_samples)
+        if not isinstance(self.gated, bool):
+            raise ValueError(f"gated must be true or false, got {self.gated!r}.")
+        if self.gated and self.architecture != "mlp":
+            raise ValueError(f"gated (--gated) applies to architecture 'mlp' only; architecture is "
+                             f"{self.architecture!r}. Drop --gated or use --architecture mlp.")
         object.__setattr__(self, "hidden_units", tuple(self.hidden_units))
         object.__setattr__(self, "conv_filters", tuple(self.conv_filters))
         object.__setattr__(self, "image_shape", tuple(self.image_shape))
@@ -78,7 +106,7 @@ class ModelConfig:
             raise ValueError(f"image_shape must be (height, width, channels), got {self.image_shape!r}.")
         for size in self.image_shape:
             _positive_int("each of image_shape", size)
-        if self.architecture == "conv":
+        if self.architecture in ("conv", "resnet"):
             factor = 2 ** len(self.conv_filters)
             height, width, _ = self.image_shape
             if height % factor or width % factor:
@@ -126,6 +154,9 @@ class TrainingConfig:
     epochs: int = 40
     batch_size: int = 128
     learning_rate: float = 1e-3
+    # constant, or cosine: decays from learning_rate to 1% of it over `epochs` (per step). A cosine
+    # run resumed with a larger --epochs is re-stretched to the new length.
+    learning_rate_schedule: str = "constant"
     # Weight of KL(q(z|x) || p(z)) in the loss; 1 gives the ELBO.
     beta: float = 1.0
     # beta rises linearly from 0 over this many epochs (per step), then stays at `beta`.
@@ -144,6 +175,9 @@ class TrainingConfig:
     mixed_precision: bool = False
     # XLA-compile the training step (strategy "default" only: fails under tf.distribute here).
     jit_compile: bool = False
+    # Early-stopping style selection: the final weights are those of the epoch with the best
+    # validation ELBO (checkpointed in WORKDIR/best/ as training goes), not of the last epoch.
+    keep_best: bool = False
 
     def __post_init__(self):
         _positive_int("epochs", self.epochs)
@@ -161,7 +195,8 @@ class TrainingConfig:
         if isinstance(self.num_cpu_devices, bool) or not isinstance(self.num_cpu_devices, int) \
                 or self.num_cpu_devices < 0:
             raise ValueError(f"num_cpu_devices must be an integer >= 0, got {self.num_cpu_devices!r}.")
-        for name in ("mixed_precision", "jit_compile"):
+        _choice("learning_rate_schedule", self.learning_rate_schedule, LEARNING_RATE_SCHEDULES)
+        for name in ("mixed_precision", "jit_compile", "keep_best"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}.")
         if self.num_cpu_devices and self.strategy != "mirrored":
@@ -198,6 +233,12 @@ class Config:
                 "binarization to 'none', or use likelihood 'bernoulli' for binarized images.")
         if self.data.dataset == "binarized_mnist" and self.data.binarization != "none":
             raise ValueError("binarized_mnist is already binary: set binarization to 'none'.")
+        if self.training.free_bits > 0 and self.model.prior != "standard_normal":
+            raise ValueError("free_bits (--free-bits) is defined per latent dimension against N(0, I): "
+                             f"it needs prior 'standard_normal', not {self.model.prior!r}.")
+        if self.training.keep_best and self.data.validation_examples == 0:
+            raise ValueError("keep_best (--keep-best) selects the epoch with the best validation ELBO: "
+                             "set validation_examples > 0, or drop --keep-best.")
 
     def replace(self, **sections) -> "Config":
         """Returns a copy with whole sections or fields replaced: `replace(model={'latent_dim': 2})`."""

@@ -170,10 +170,13 @@ def summarize(per_example: dict, num_samples: int, num_dims: int, continuous: bo
 def evaluate(encoder: Callable, decoder: Callable, prior, dataset, num_samples: int = 5000, *,
              seed: int = 0, examples: Optional[int] = None, continuous: bool = False,
              rows_per_call: int = DEFAULT_ROWS_PER_CALL, jit_compile: bool = True,
-             verbose: int = 1) -> dict:
+             verbose: int = 1, batch_offset: int = 0, per_example: bool = False) -> dict:
     """Estimates log p(x) over `dataset` (batches x, or (x, label)) and returns `summarize`'s dict.
 
     `examples` caps how many examples are used (the first ones, in the dataset's order).
+    `batch_offset`: the index of the dataset's first batch in a larger one, so that evaluating a
+    split in pieces (`dataset.skip(n)`, batch_offset=n) draws the same samples as in one go.
+    `per_example` adds the per-example arrays under "per_example".
     """
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
         raise ValueError(f"num_samples must be an integer >= 1, got {num_samples!r}.")
@@ -196,7 +199,7 @@ def evaluate(encoder: Callable, decoder: Callable, prior, dataset, num_samples: 
                                               rows_per_call=rows_per_call, jit_compile=jit_compile)
         num_dims = int(np.prod(x.shape[1:]))
         # Batch index in the stateless seed: each batch draws its own, reproducible samples.
-        values = estimate(x, tf.constant([seed, index], tf.int32))
+        values = estimate(x, tf.constant([seed, batch_offset + index], tf.int32))
         for name, value in values.items():
             results.setdefault(name, []).append(value.numpy())
         seen += size
@@ -206,8 +209,10 @@ def evaluate(encoder: Callable, decoder: Callable, prior, dataset, num_samples: 
             break
     if not results:
         raise ValueError("the dataset yielded no examples to evaluate.")
-    per_example = {name: np.concatenate(parts) for name, parts in results.items()}
-    summary = summarize(per_example, num_samples, num_dims, continuous)
+    values = {name: np.concatenate(parts) for name, parts in results.items()}
+    summary = summarize(values, num_samples, num_dims, continuous)
+    if per_example:
+        summary["per_example"] = values
     summary["seconds"] = time.time() - started
     summary["examples_per_second"] = summary["examples"] / summary["seconds"]
     summary["seed"] = seed

@@ -33,13 +33,13 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 import tfp_vae
+from tfp_vae import prior as prior_lib
 from tfp_vae import training
 from tfp_vae.model import VAE
 
 __all__ = ["DEFAULT_NUM_SAMPLES", "DEFAULT_SEED", "SIGNATURES", "existing_versions", "export",
            "score_noise"]
 
-tfd = tfp.distributions
 
 # Importance samples per example in `score`; fixed at export because a signature's graph is fixed.
 DEFAULT_NUM_SAMPLES = 64
@@ -125,17 +125,17 @@ def _serving_functions(model: VAE, num_samples: int, seed: int) -> dict:
 
     @tf.function(input_signature=[image_spec])
     def score(x):
-        q = posterior(x)
-        kl = tfd.kl_divergence(q, model.prior)  # exact, per example
+        q, prior = posterior(x), model.prior
         noise = score_noise(latent_dim, num_samples, seed)
         z = q.mean() + q.stddev() * noise[:, tf.newaxis, :]  # [K, batch, latent], reparameterised
+        kl = prior_lib.kl_divergence(q, prior, z)  # exact for N(0, I); else over the same K z
         batch = tf.shape(x)[0]
         # One decoder pass over K * batch rows instead of K passes.
         tiled_x = tf.reshape(tf.broadcast_to(x, tf.concat([[num_samples], tf.shape(x)], 0)),
                              [-1, *image_shape])
         log_p_x_given_z = tf.reshape(
             likelihood(tf.reshape(z, [-1, latent_dim])).log_prob(tiled_x), [num_samples, batch])
-        log_weights = log_p_x_given_z + model.prior.log_prob(z) - q.log_prob(z)
+        log_weights = log_p_x_given_z + prior.log_prob(z) - q.log_prob(z)
         reconstruction = tf.reduce_mean(log_p_x_given_z, axis=0)
         return {
             "elbo": reconstruction - kl,
@@ -244,6 +244,7 @@ def _write_version(model: VAE, workdir, path: str, model_name: str, version: int
     module = tf.Module(name="tfp_vae_serving")
     module.encoder_variables = list(model.encoder.variables)
     module.decoder_variables = list(model.decoder.variables)
+    module.prior_variables = list(model.prior_network.variables)  # learnt priors (none for N(0, I))
     signatures = {"serving_default": functions["encode"].get_concrete_function()}
     for name, function in functions.items():
         # Also as attributes: in Python, `loaded.encode(x)` checks dtype and shape against the

@@ -22,15 +22,16 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 import tf_keras
 
+from tfp_vae import network
+from tfp_vae import prior as prior_lib
 from tfp_vae.config import ModelConfig
+from tfp_vae.prior import standard_normal_prior
 
-__all__ = ["VAE", "build_decoder", "build_encoder", "standard_normal_prior"]
+__all__ = ["VAE", "build_decoder", "build_encoder", "build_posterior_network", "standard_normal_prior"]
 
 tfd = tfp.distributions
 tfpl = tfp.layers
 
-# Keeps the posterior scale away from 0, where log-densities and KL blow up.
-SCALE_FLOOR = 1e-5
 MIXED_POLICY = "mixed_float16"
 
 
@@ -47,38 +48,6 @@ def _to_float32(name: str):
     return tf_keras.layers.Activation("linear", dtype="float32", name=name)
 
 
-def standard_normal_prior(latent_dim: int) -> tfd.Distribution:
-    # A MultivariateNormalDiag, not Independent(Normal): only the former has an exact KL
-    # registered against a MultivariateNormalDiag posterior.
-    return tfd.MultivariateNormalDiag(loc=tf.zeros([latent_dim]), name="prior")
-
-
-def _posterior(params: tf.Tensor, latent_dim: int) -> tfd.Distribution:
-    loc, raw_scale = params[..., :latent_dim], params[..., latent_dim:]
-    return tfd.MultivariateNormalDiag(
-        loc=loc, scale_diag=tf.nn.softplus(raw_scale) + SCALE_FLOOR, name="posterior")
-
-
-def _draw_posterior_sample(posterior: tfd.Distribution) -> tf.Tensor:
-    """One reparameterized z ~ q(z|x): loc + scale * eps, eps ~ N(0, I); the posterior layer's
-    tensor value. Same distribution and gradients as `posterior.sample()`, with two differences:
-
-    - eps is drawn per replica: a seeded stateful op (what `sample()` uses) draws the SAME numbers
-      on every worker of a MultiWorkerMirroredStrategy (same graph, same seeds), so the workers'
-      examples would share their noise. Here a fresh seed from the global-seeded stream is offset
-      by the replica's id in the whole cluster.
-    - a handful of ops instead of TFP's batch-broadcasting sampler (about 40 shape ops per step),
-      which also divides by the batch size and fails ("Integer division by zero") on an empty
-      batch: the share of a short last batch that a replica can get under tf.distribute.
-    """
-    loc = posterior.loc
-    context = tf.distribute.get_replica_context()  # None in a strategy's cross-replica context
-    replica = 0 if context is None else context.replica_id_in_sync_group
-    seed = tf.random.uniform([2], maxval=2 ** 30, dtype=tf.int32) + tf.stack([0, tf.cast(replica, tf.int32)])
-    noise = tf.random.stateless_normal(tf.shape(loc), seed=seed, dtype=loc.dtype)
-    return loc + posterior.scale.diag * noise
-
-
 def _likelihood(logits: tf.Tensor, config: ModelConfig) -> tfd.Distribution:
     logits = tf.reshape(logits, tf.concat([tf.shape(logits)[:-1], config.image_shape], axis=0))
     if config.likelihood == "bernoulli":
@@ -89,34 +58,37 @@ def _likelihood(logits: tf.Tensor, config: ModelConfig) -> tfd.Distribution:
     return tfd.Independent(pixels, reinterpreted_batch_ndims=3, name="likelihood")
 
 
-def build_encoder(config: ModelConfig, mixed_precision: bool = False) -> tf_keras.Model:
-    """Image -> posterior q(z|x), a MultivariateNormalDiag; adds the KL to N(0, I) as a loss.
-
-    `KLDivergenceAddLoss(use_exact_kl=True)` adds the batch SUM of the exact KL; `VAE` divides
-    by the batch size so the KL sits on the same per-example scale as the reconstruction term.
-    With `mixed_precision` the body computes in float16 and the posterior is float32.
-    """
-    latent_dim = config.latent_dim
+def build_posterior_network(config: ModelConfig, mixed_precision: bool = False) -> tf_keras.Model:
+    """Image -> the posterior's parameters [B, 2 * latent_dim] (float32): loc, raw scale."""
     body = _body_dtype(mixed_precision)
     images = tf_keras.Input(shape=config.image_shape, name="x")
-    hidden = images
-    if config.architecture == "conv":
-        for filters in config.conv_filters:
-            hidden = tf_keras.layers.Conv2D(filters, 3, strides=2, padding="same", activation="relu",
-                                            dtype=body)(hidden)
-        hidden = tf_keras.layers.Flatten(dtype=body)(hidden)
-    else:
-        hidden = tf_keras.layers.Flatten(dtype=body)(hidden)
-        for width in config.hidden_units:
-            hidden = tf_keras.layers.Dense(width, activation="relu", dtype=body)(hidden)
-    params = tf_keras.layers.Dense(2 * latent_dim, name="posterior_params", dtype=body)(hidden)
+    features = network.encoder_features(images, config, body)
+    params = tf_keras.layers.Dense(2 * config.latent_dim, name="posterior_params", dtype=body)(features)
     params = _to_float32("posterior_params_float32")(params)
+    return tf_keras.Model(images, params, name="posterior_network")
+
+
+def build_encoder(config: ModelConfig, mixed_precision: bool = False, prior=None) -> tf_keras.Model:
+    """Image -> posterior q(z|x), a MultivariateNormalDiag; adds the KL to the prior as a loss.
+
+    `prior` is a `tfp_vae.prior` layer (default: `build_prior(config)`); a VampPrior is connected
+    to this encoder's network. The KL layer adds the batch SUM of the KL (exact for N(0, I),
+    Monte Carlo otherwise); `VAE` divides by the batch size so the KL sits on the same
+    per-example scale as the reconstruction term. With `mixed_precision` the body computes in
+    float16 and the posterior is float32.
+    """
+    latent_dim = config.latent_dim
+    prior = prior_lib.build_prior(config) if prior is None else prior
+    posterior_network = build_posterior_network(config, mixed_precision)
+    if isinstance(prior, prior_lib.VampPrior):
+        prior.posterior_network = posterior_network
+    # Built on the network's own graph (not calling it as a nested model): the encoder's layers stay
+    # flat, e.g. encoder.get_layer("posterior_params").
+    images, params = posterior_network.inputs[0], posterior_network.outputs[0]
     posterior = tfpl.DistributionLambda(
-        lambda t: _posterior(t, latent_dim), convert_to_tensor_fn=_draw_posterior_sample,
-        name="posterior", dtype="float32")(params)
-    posterior = tfpl.KLDivergenceAddLoss(
-        standard_normal_prior(latent_dim), use_exact_kl=True, name="kl_divergence",
-        dtype="float32")(posterior)
+        lambda t: prior_lib.posterior_distribution(t, latent_dim),
+        convert_to_tensor_fn=prior_lib.draw_posterior_samples, name="posterior", dtype="float32")(params)
+    posterior = prior_lib.kl_loss_layer(prior, config)(posterior)
     return tf_keras.Model(images, posterior, name="encoder")
 
 
@@ -125,25 +97,8 @@ def build_decoder(config: ModelConfig, mixed_precision: bool = False) -> tf_kera
 
     With `mixed_precision` the body computes in float16 and the likelihood is float32.
     """
-    height, width, channels = config.image_shape
-    body = _body_dtype(mixed_precision)
     latents = tf_keras.Input(shape=(config.latent_dim,), name="z")
-    if config.architecture == "conv":
-        factor = 2 ** len(config.conv_filters)
-        filters = list(reversed(config.conv_filters))
-        hidden = tf_keras.layers.Dense(
-            (height // factor) * (width // factor) * filters[0], activation="relu", dtype=body)(latents)
-        hidden = tf_keras.layers.Reshape((height // factor, width // factor, filters[0]), dtype=body)(hidden)
-        for count in filters:
-            hidden = tf_keras.layers.Conv2DTranspose(
-                count, 3, strides=2, padding="same", activation="relu", dtype=body)(hidden)
-        hidden = tf_keras.layers.Conv2D(channels, 3, padding="same", dtype=body)(hidden)
-        logits = tf_keras.layers.Flatten(name="logits", dtype=body)(hidden)
-    else:
-        hidden = latents
-        for units in reversed(config.hidden_units):
-            hidden = tf_keras.layers.Dense(units, activation="relu", dtype=body)(hidden)
-        logits = tf_keras.layers.Dense(height * width * channels, name="logits", dtype=body)(hidden)
+    logits = network.decoder_logits(latents, config, _body_dtype(mixed_precision))
     logits = _to_float32("logits_float32")(logits)
     likelihood = tfpl.DistributionLambda(
         lambda t: _likelihood(t, config), convert_to_tensor_fn=tfd.Distribution.mean,
@@ -160,9 +115,9 @@ class VAE(tf_keras.Model):
         super().__init__(name=name, **kwargs)
         self.config = config
         self.mixed_precision = bool(mixed_precision)
-        self.encoder = build_encoder(config, self.mixed_precision)
+        self.prior_network = prior_lib.build_prior(config)
+        self.encoder = build_encoder(config, self.mixed_precision, prior=self.prior_network)
         self.decoder = build_decoder(config, self.mixed_precision)
-        self.prior = standard_normal_prior(config.latent_dim)
         self.beta = 1.0
         self.warmup_steps = 0
         self.free_bits = 0.0
@@ -186,6 +141,11 @@ class VAE(tf_keras.Model):
                 optimizer = tf_keras.mixed_precision.LossScaleOptimizer(optimizer)
         super().compile(optimizer=optimizer, **kwargs)
         self.beta, self.warmup_steps, self.free_bits = float(beta), int(warmup_steps), float(free_bits)
+
+    @property
+    def prior(self) -> tfd.Distribution:
+        """p(z) with the current weights (a learnt prior is rebuilt from its variables)."""
+        return self.prior_network.distribution()
 
     @property
     def metrics(self):

@@ -7,7 +7,11 @@
 
 WORKDIR layout: config.json, metrics.json, history.csv, weights/ (final weights),
 backup/ (per-epoch checkpoint with optimizer state: resume after a kill, or extend --epochs),
+best/ (with `keep_best`: the weights of the best validation ELBO so far, and best.json),
 logs/ (TensorBoard), samples.png, reconstructions.png.
+
+`train(config, workdir, time_budget=seconds)` stops at the last epoch boundary that fits in the
+budget; calling it again with the same workdir continues (metrics.json says `finished`).
 
 Under tf.distribute (`training.strategy`, docs/distribute.md) the model is built and compiled in
 the strategy's scope; `batch_size` is the global batch. With `multi_worker` every worker runs
@@ -24,6 +28,7 @@ import math
 import os
 import shutil
 import time
+from typing import Optional
 
 import numpy as np
 import tf_keras
@@ -31,13 +36,16 @@ import tf_keras
 from tfp_vae import data as data_lib
 from tfp_vae import distribute
 from tfp_vae import plots
-from tfp_vae.callbacks import ImageSummaries, StopOnNaN, Throughput
+from tfp_vae.callbacks import BestWeights, EpochClock, ImageSummaries, StopOnNaN, Throughput
 from tfp_vae.config import Config, load_config, save_config
 from tfp_vae.model import VAE
+from tfp_vae.prior import VampPrior
 
 __all__ = ["build_model", "load", "save_weights", "train", "write_json"]
 
 WEIGHTS = "weights"
+BEST = "best"
+BEST_RECORD = "best.json"
 CHECKPOINT_PREFIX = "checkpoint"
 BACKUP = "backup"
 # Training fields that may change when a run is resumed: how it runs, not what it computes.
@@ -60,8 +68,14 @@ def build_model(config: Config, steps_per_epoch: int = 1) -> VAE:
     Call it inside `strategy.scope()` to train under tf.distribute."""
     training = config.training
     model = VAE(config.model, mixed_precision=training.mixed_precision)
+    learning_rate = training.learning_rate
+    if training.learning_rate_schedule == "cosine":
+        # Counted in optimizer steps, which BackupAndRestore restores: a resumed run continues
+        # the same curve.
+        learning_rate = tf_keras.optimizers.schedules.CosineDecay(
+            training.learning_rate, decay_steps=max(1, training.epochs * steps_per_epoch), alpha=0.01)
     model.compile(
-        tf_keras.optimizers.Adam(training.learning_rate),
+        tf_keras.optimizers.Adam(learning_rate),
         beta=training.beta,
         warmup_steps=int(round(training.warmup_epochs * steps_per_epoch)),
         free_bits=training.free_bits,
@@ -71,12 +85,17 @@ def build_model(config: Config, steps_per_epoch: int = 1) -> VAE:
     return model
 
 
-def save_weights(model: VAE, workdir: str) -> str:
-    """Writes WORKDIR/weights/ whole or not at all: written beside it, then renamed into place."""
-    final = os.path.join(workdir, WEIGHTS)
+def save_weights(model: VAE, workdir: str, folder: str = WEIGHTS, record: Optional[dict] = None) -> str:
+    """Writes WORKDIR/FOLDER/ whole or not at all: written beside it, then renamed into place.
+
+    `record`, if given, is written into the folder as best.json, so it always names the weights
+    it sits next to."""
+    final = os.path.join(workdir, folder)
     staging = f"{final}.tmp-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     model.save_weights(os.path.join(staging, CHECKPOINT_PREFIX))
+    if record is not None:
+        write_json(record, os.path.join(staging, BEST_RECORD))
     previous = f"{final}.old-{os.getpid()}"
     if os.path.exists(final):
         os.rename(final, previous)
@@ -117,12 +136,12 @@ def _check_resumable(config: Config, workdir: str) -> None:
             "use a new --workdir, or the same settings to resume it.")
 
 
-def _last_row(history_csv: str) -> dict:
+def _rows(history_csv: str) -> list:
     if not os.path.exists(history_csv):
-        return {}
+        return []
     with open(history_csv) as handle:
-        rows = list(csv.DictReader(handle))
-    return {key: float(value) for key, value in rows[-1].items()} if rows else {}
+        return [{key: float(value) for key, value in row.items() if value not in (None, "")}
+                for row in csv.DictReader(handle)]
 
 
 def _split_logs(row: dict) -> tuple:
@@ -144,12 +163,24 @@ def _backup_dir(workdir: str, output_dir: str, chief: bool) -> str:
     return backup_dir
 
 
-def train(config: Config, workdir: str, verbose: int = 1) -> dict:
+def train(config: Config, workdir: str, verbose: int = 1, time_budget: Optional[float] = None) -> dict:
     """Trains (or resumes) the run in `workdir` and returns the metrics written to metrics.json.
+
+    `time_budget` (seconds, whole call) stops training at the last epoch boundary that fits; the
+    weights, test metrics and pictures are then those of the model so far, metrics.json says
+    `"finished": false`, and calling `train` again on `workdir` continues the run.
 
     Under `multi_worker` it runs on every worker and returns the same metrics on each; only the
     chief (`distribute.is_chief_process`) writes `workdir`."""
     started = time.time()
+    if time_budget is not None:
+        if isinstance(time_budget, bool) or not isinstance(time_budget, (int, float)) or not time_budget > 0:
+            raise ValueError(f"time_budget must be a number of seconds > 0, got {time_budget!r}.")
+        if config.training.strategy == "multi_worker":
+            # Each worker would read its own clock and could stop an epoch before the others,
+            # leaving them blocked in a collective op.
+            raise ValueError("time_budget is not supported with strategy 'multi_worker': stop the "
+                             "workers yourself and restart them with the same command to resume.")
     # First TensorFlow work of the process: MultiWorkerMirroredStrategy and logical CPU devices
     # must be set up before anything else initialises the runtime.
     strategy = distribute.create_strategy(config.training)
@@ -158,15 +189,35 @@ def train(config: Config, workdir: str, verbose: int = 1) -> dict:
     _check_resumable(config, workdir)
     output_dir = workdir if chief else distribute.worker_temp_dir(strategy)
     try:
-        metrics = _train(config, workdir, output_dir, strategy, chief, verbose, started)
+        metrics = _train(config, workdir, output_dir, strategy, chief, verbose, started, time_budget)
     finally:
         if not chief:
             shutil.rmtree(output_dir, ignore_errors=True)  # removes the backup link, not its target
     return metrics
 
 
+def _read_best(folder: str) -> Optional[dict]:
+    path = os.path.join(folder, BEST, BEST_RECORD)
+    if not os.path.exists(path):
+        return None
+    with open(path) as handle:
+        return json.load(handle)
+
+
+def _initialize_prior(model: VAE, config: Config) -> None:
+    """A VampPrior's pseudo-inputs start as the first K training images (grey levels, not
+    binarized), which trains faster than noise; a resumed run then restores its own."""
+    if not isinstance(model.prior_network, VampPrior):
+        return
+    components = config.model.prior_components
+    images = data_lib.load_examples(config.data, "train").take(components).batch(components)
+    images = next(iter(images))["image"].numpy()
+    pixels = np.asarray(data_lib.to_model_input(images, config.data.dataset))
+    model.prior_network.initialize_pseudo_inputs(np.resize(pixels, (components, *pixels.shape[1:])))
+
+
 def _train(config: Config, workdir: str, output_dir: str, strategy, chief: bool, verbose: int,
-           started: float) -> dict:
+           started: float, time_budget: Optional[float]) -> dict:
     os.makedirs(output_dir, exist_ok=True)
     save_config(config, os.path.join(output_dir, "config.json"))
     tf_keras.utils.set_random_seed(config.training.seed)
@@ -181,12 +232,15 @@ def _train(config: Config, workdir: str, output_dir: str, strategy, chief: bool,
     with strategy.scope():
         model = build_model(config, steps_per_epoch)
         model(preview)  # builds the variables, so BackupAndRestore can restore into them
+        _initialize_prior(model, config)
 
     backup_dir = _backup_dir(workdir, output_dir, chief)
     history_csv = os.path.join(output_dir, "history.csv")
     throughput = Throughput(datasets.train_examples)
+    clock = EpochClock(time_budget, started)
     callbacks = [
         StopOnNaN(checkpoint_hint=f"The last completed epoch stays saved in {os.path.join(workdir, BACKUP)}."),
+        clock,  # before CSVLogger, which then records epoch_seconds
         # Restores weights, optimizer state and the epoch counter after a crash or kill. Kept
         # after the last epoch, so a later run with a larger --epochs continues from there.
         tf_keras.callbacks.BackupAndRestore(backup_dir, delete_checkpoint=False),
@@ -195,17 +249,41 @@ def _train(config: Config, workdir: str, output_dir: str, strategy, chief: bool,
         ImageSummaries(os.path.join(output_dir, "logs", "images"), preview, seed=config.training.seed),
         throughput,
     ]
+    best = None
+    if config.training.keep_best:
+        # Carried over from the run this one resumes (the chief's, on storage all workers see).
+        best = BestWeights(lambda record: save_weights(model, output_dir, BEST, record),
+                           (_read_best(workdir) or {}).get("val_elbo"))
+        callbacks.insert(2, best)  # after the clock: its record follows the same epoch
     model.fit(datasets.train, validation_data=datasets.validation, epochs=config.training.epochs,
               callbacks=callbacks, verbose=verbose)
+    best_record = None
+    if best is not None:
+        folder = output_dir if best.saved_any or chief else workdir
+        best_record = _read_best(folder)
+        if best_record is not None:
+            model.load_weights(os.path.join(folder, BEST, CHECKPOINT_PREFIX)).expect_partial()
     save_weights(model, output_dir)  # on every worker: reading synced variables is collective
 
     test = model.evaluate(datasets.test, return_dict=True, verbose=verbose)
-    train_metrics, validation_metrics = _split_logs(_last_row(history_csv))
+    rows = _rows(history_csv)
+    chosen = rows[-1] if rows else {}
+    if best_record is not None:  # the metrics of the epoch whose weights were kept
+        chosen = next((row for row in rows if int(row["epoch"]) == best_record["epoch"]), chosen)
+    train_metrics, validation_metrics = _split_logs(chosen)
+    epochs = int(rows[-1]["epoch"]) + 1 if rows else 0
     metrics = {
         "train": train_metrics,
         "validation": validation_metrics,
         "test": {name: float(value) for name, value in test.items()},
-        "epochs": int(_last_row(history_csv).get("epoch", -1)) + 1,
+        "epochs": epochs,
+        "epochs_planned": config.training.epochs,
+        "finished": epochs >= config.training.epochs,
+        "stopped_for_time_budget": clock.stopped_for_time,
+        "best_epoch": None if best_record is None else best_record["epoch"] + 1,
+        "parameters": int(sum(np.prod(variable.shape) for variable in model.trainable_variables)),
+        # Wall time of every epoch of every run of this workdir (training and validation).
+        "training_seconds": float(sum(row.get("epoch_seconds", 0.0) for row in rows)),
         "optimizer_steps": int(model.optimizer.iterations.numpy()),
         "examples_per_second": throughput.examples_per_second,
         "train_examples": datasets.train_examples,

@@ -1,0 +1,57 @@
+"""Test NLL on dynamically binarized Fashion-MNIST under the published protocol, for one model.
+
+    python benchmarks/likelihood.py --model mlp --time-budget 120
+
+trains the named model (tfp_vae.likelihood.MODELS) in runs/likelihood/NAME, keeping the epoch with
+the best validation ELBO, then estimates -log p(x) with 5,000 importance samples on all 10,000
+test images, and prints the README table row: model, parameters, epochs, training time, test
+ELBO, test NLL. Both phases resume: run the same command again after a kill or when the time
+budget (minutes, for this invocation) ran out. --list shows the models.
+"""
+import argparse
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "trainers"))
+from _flags import at_least_one  # noqa: E402  (TF-free flag checks: bad flags fail fast)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", help="a name from --list")
+    parser.add_argument("--list", action="store_true", help="list the models and exit")
+    parser.add_argument("--workdir", help="run folder (default runs/likelihood/MODEL)")
+    parser.add_argument("--time-budget", type=float, default=None, metavar="MINUTES",
+                        help="stop at an epoch or evaluation-part boundary within this many minutes")
+    parser.add_argument("--num-samples", type=at_least_one("--num-samples"), default=5000,
+                        help="importance samples per test image (the protocol: 5000)")
+    parser.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2), help="Keras progress output")
+    args = parser.parse_args(argv)
+    if args.time_budget is not None and not args.time_budget > 0:
+        parser.error(f"--time-budget must be a number of minutes > 0, got {args.time_budget}.")
+
+    from tfp_vae import likelihood  # after flag parsing: bad flags fail fast, without TensorFlow
+    if args.list:
+        for name, (description, _) in likelihood.MODELS.items():
+            print(f"{name:16s} {description}")
+        return 0
+    if args.model not in likelihood.MODELS:
+        parser.error(f"--model must be one of {', '.join(likelihood.MODELS)}; got {args.model!r}.")
+    workdir = args.workdir or os.path.join("runs", "likelihood", args.model)
+    try:
+        row = likelihood.run(args.model, workdir, None if args.time_budget is None else 60 * args.time_budget,
+                             num_samples=args.num_samples, verbose=args.verbose)
+    except (FileNotFoundError, ValueError, RuntimeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(json.dumps(row, indent=2))
+    print(likelihood.TABLE_HEADER)
+    print(likelihood.table_row(row))
+    if row["status"] != "done":
+        print(f"not finished ({row['status']}): run the same command again to continue.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

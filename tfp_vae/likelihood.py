@@ -1,0 +1,159 @@
+"""The standard likelihood protocol on dynamically binarized Fashion-MNIST, for named models.
+
+The protocol of the published figures (VampPrior, Exemplar VAE): training images re-binarized
+every epoch, the last 10,000 training images held out for validation (model selection: the epoch
+with the best validation ELBO is kept), test images binarized once with a fixed seed, and
+-log p(x) estimated by importance sampling with 5,000 samples on all 10,000 test images.
+
+    from tfp_vae import likelihood
+    row = likelihood.run("mlp", "runs/likelihood/mlp", time_budget=3600)   # seconds, resumable
+    print(likelihood.table_row(row))
+
+Both phases resume: training from the run folder's backup (tfp_vae.training), the evaluation
+from the parts of the test set already done (WORKDIR/likelihood_parts/, 1,000 images each,
+with the same samples as an evaluation in one go). WORKDIR/likelihood.json holds the result.
+"""
+from tfp_vae import _env  # noqa: F401  (must precede tensorflow)
+
+import json
+import math
+import os
+import platform
+import time
+from typing import Optional
+
+import numpy as np
+
+from tfp_vae import data as data_lib
+from tfp_vae import evaluation, training
+from tfp_vae.config import Config, DataConfig, ModelConfig, TrainingConfig, load_config
+
+__all__ = ["MODELS", "PART_EXAMPLES", "TABLE_HEADER", "evaluate_in_parts", "run", "table_row"]
+
+# Every model sees the protocol's data; only the network, prior and optimisation differ.
+_PROTOCOL = DataConfig(dataset="fashion_mnist", binarization="dynamic", validation_examples=10_000)
+# The published MLP VAE's network (VampPrior's and Exemplar VAE's code): two gated layers of 300
+# units and 40 latents, batch 100.
+_MLP = ModelConfig(architecture="mlp", gated=True, hidden_units=(300, 300), latent_dim=40)
+_MLP_TRAINING = TrainingConfig(epochs=500, batch_size=100, learning_rate=1e-3,
+                               learning_rate_schedule="cosine", warmup_epochs=10, keep_best=True)
+
+MODELS = {
+    "mlp": ("gated MLP 300-300, 40 latents, N(0, I) prior",
+            Config(model=_MLP, data=_PROTOCOL, training=_MLP_TRAINING)),
+}
+
+PART_EXAMPLES = 1000
+EVALUATION_BATCH = 100
+TABLE_HEADER = ("| model | parameters | epochs | training time | test ELBO | test NLL (K = 5000) |\n"
+                "|---|---:|---:|---:|---:|---:|")
+
+
+def _save_npz(values: dict, path: str) -> None:
+    temporary = f"{path}.tmp-{os.getpid()}.npz"  # np.savez appends .npz to other names
+    np.savez(temporary, **values)
+    os.replace(temporary, path)
+
+
+def evaluate_in_parts(workdir: str, num_samples: int = 5000, examples: Optional[int] = None,
+                      deadline: Optional[float] = None, verbose: int = 1, tag: str = "") -> Optional[dict]:
+    """-log p(x) on the test split of the run in `workdir`, PART_EXAMPLES images at a time.
+
+    Each finished part is saved under a folder named by `tag` (which weights: the runner passes
+    the epoch count), K and the number of images; a part is only started while the slowest part
+    so far would end before `deadline` (a time.time() value). Returns the summary, or None when
+    time ran out first; call again to continue.
+    """
+    config = load_config(os.path.join(workdir, "config.json"))
+    available = data_lib.num_examples(config.data, "test")
+    total = available if examples is None else min(examples, available)
+    folder = os.path.join(workdir, "likelihood_parts", f"{tag}K{num_samples}-N{total}")
+    os.makedirs(folder, exist_ok=True)
+    parts = math.ceil(total / PART_EXAMPLES)
+    model, prior, slowest = None, None, 0.0
+    dataset = data_lib.input_pipeline(config.data, "test", EVALUATION_BATCH, shuffle=False)
+    for part in range(parts):
+        path = os.path.join(folder, f"part-{part:03d}-of-{parts:03d}.npz")
+        if os.path.exists(path):
+            continue
+        if deadline is not None and time.time() + slowest > deadline:
+            return None
+        if model is None:
+            model = training.load(workdir)
+            prior = model.prior  # once: a learnt prior's current value, as constants
+        started = time.time()
+        first = part * PART_EXAMPLES
+        result = evaluation.evaluate(
+            model.encoder, model.decoder, prior, dataset.skip(first // EVALUATION_BATCH), num_samples,
+            examples=min(PART_EXAMPLES, total - first), batch_offset=first // EVALUATION_BATCH,
+            per_example=True, verbose=verbose)
+        _save_npz({**result["per_example"], "seconds": result["seconds"]}, path)
+        slowest = max(slowest, time.time() - started)
+    pieces = [np.load(os.path.join(folder, f"part-{part:03d}-of-{parts:03d}.npz")) for part in range(parts)]
+    values = {name: np.concatenate([piece[name] for piece in pieces])
+              for name in ("log_likelihood", "log_likelihood_half", "elbo", "reconstruction")}
+    summary = evaluation.summarize(values, num_samples, int(np.prod(config.model.image_shape)),
+                                   continuous=config.model.likelihood != "bernoulli")
+    summary["seconds"] = float(sum(float(piece["seconds"]) for piece in pieces))
+    summary["split"] = "test"
+    return summary
+
+
+def _machine() -> str:
+    return f"{platform.machine()}, {os.cpu_count()} CPU cores ({platform.processor() or 'unknown'})"
+
+
+def run(name: str, workdir: str, time_budget: Optional[float] = None, *, config: Optional[Config] = None,
+        num_samples: int = 5000, examples: Optional[int] = None, verbose: int = 1) -> dict:
+    """Trains (or continues) model `name` in `workdir`, then evaluates it; returns the row's values.
+
+    `time_budget` (seconds) covers both phases of this call; the returned dict has "status"
+    "training", "evaluating" or "done". `config` replaces the registered one (tests shrink it);
+    `examples` caps the test images (the protocol uses all).
+    """
+    if config is None:
+        if name not in MODELS:
+            raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}.")
+        config = MODELS[name][1]
+    started = time.time()
+    deadline = None if time_budget is None else started + time_budget
+    metrics_path = os.path.join(workdir, "metrics.json")
+    metrics = None
+    if os.path.exists(metrics_path):
+        with open(metrics_path) as handle:
+            metrics = json.load(handle)
+    if metrics is None or not metrics.get("finished") or metrics["epochs"] < config.training.epochs:
+        metrics = training.train(config, workdir, verbose=verbose, time_budget=time_budget)
+    row = {
+        "model": name, "description": MODELS[name][0] if name in MODELS else "",
+        "parameters": metrics["parameters"], "epochs": metrics["epochs"],
+        "epochs_planned": metrics["epochs_planned"], "best_epoch": metrics.get("best_epoch"),
+        "training_seconds": metrics["training_seconds"], "validation_elbo": metrics["validation"].get("elbo"),
+        "machine": _machine(), "status": "training",
+    }
+    if metrics["finished"]:
+        row["status"] = "evaluating"
+        summary = evaluate_in_parts(workdir, num_samples, examples, deadline, verbose,
+                                    tag=f"epochs{metrics['epochs']}-")
+        if summary is not None:
+            row.update(status="done", test_elbo=summary["elbo"], test_nll=summary["negative_log_likelihood"],
+                       test_nll_stderr=summary["log_likelihood_stderr"],
+                       test_nll_half=-summary["log_likelihood_half"], num_samples=num_samples,
+                       test_examples=summary["examples"], evaluation_seconds=summary["seconds"])
+    training.write_json(row, os.path.join(workdir, "likelihood.json"))
+    return row
+
+
+def _duration(seconds: float) -> str:
+    hours, minutes = divmod(round(seconds / 60), 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min"
+
+
+def table_row(row: dict) -> str:
+    """The README table's row: model, parameters, epochs, training time, test ELBO, test NLL."""
+    epochs = f"{row['epochs']}" + (f" (best {row['best_epoch']})" if row.get("best_epoch") else "")
+    if row["status"] != "done":
+        return (f"| {row['model']} | {row['parameters']:,} | {epochs} of {row['epochs_planned']} | "
+                f"{_duration(row['training_seconds'])} | ({row['status']}) | ({row['status']}) |")
+    return (f"| {row['model']} | {row['parameters']:,} | {epochs} | {_duration(row['training_seconds'])} | "
+            f"{row['test_elbo']:.2f} | **{row['test_nll']:.2f}** ± {row['test_nll_stderr']:.2f} |")

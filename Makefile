@@ -8,7 +8,7 @@ WORKDIR ?= runs/default
 # Use sudo only when not root (CI and these machines run as root).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup data train evaluate diagnose export test clean
+.PHONY: setup data train evaluate diagnose export likelihood test clean
 
 setup: data $(VENV)/.installed
 
@@ -36,6 +36,11 @@ diagnose: setup
 
 export: setup
 	$(BIN)/python trainers/export.py --workdir $(WORKDIR) --export-base saved_models/fashion_vae
+
+# The published-protocol likelihood benchmark for one model (benchmarks/likelihood.py --list).
+MODEL ?= mlp
+likelihood: setup
+	$(BIN)/python benchmarks/likelihood.py --model $(MODEL)
 
 test: setup
 	$(BIN)/python -m pytest -q --durations=15 tests

@@ -48,6 +48,9 @@ def main(argv=None) -> int:
     print(json.dumps(row, indent=2))
     print(likelihood.TABLE_HEADER)
     print(likelihood.table_row(row))
+    print()
+    print(likelihood.AGGREGATE_HEADER)
+    print(likelihood.aggregate_row(row))
     if row["status"] != "done":
         print(f"not finished ({row['status']}): run the same command again to continue.")
     return 0

@@ -134,7 +134,11 @@ def expected_score(model, x, num_samples, seed):
         log_weights.append(log_p_x_given_z[-1] + model.prior.log_prob(z).numpy() - posterior.log_prob(z).numpy())
     log_weights = np.array(log_weights, np.float64)
     reconstruction = np.mean(log_p_x_given_z, axis=0)
-    kl = tfd.kl_divergence(model.posterior(x), model.prior).numpy()
+    try:
+        kl = tfd.kl_divergence(model.posterior(x), model.prior).numpy()
+    except NotImplementedError:  # a learnt prior: Monte Carlo over the same noise
+        kl = np.mean([posterior.log_prob(loc + scale * epsilon).numpy() -
+                      model.prior.log_prob(loc + scale * epsilon).numpy() for epsilon in noise], axis=0)
     peak = log_weights.max(axis=0)
     iwae = peak + np.log(np.mean(np.exp(log_weights - peak), axis=0))
     return {"kl": kl, "reconstruction": reconstruction, "elbo": reconstruction - kl, "log_likelihood": iwae,
@@ -382,3 +386,20 @@ def test_export_cli(run, tmp_path):
     assert 'base_path: "/srv/cli_vae"' in open(os.path.join(base, "models.config")).read()
     again = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert again.returncode == 1 and "already exists" in again.stderr and "--overwrite" in again.stderr
+
+
+@pytest.mark.parametrize("prior", ["mixture", "vamp"])
+def test_a_learnt_prior_is_exported_with_its_weights_and_a_monte_carlo_kl(prior, tmp_path):
+    tf_keras.utils.set_random_seed(2)
+    model = VAE(ModelConfig(latent_dim=3, hidden_units=(16,), prior=prior, prior_components=5))
+    model.compile(tf_keras.optimizers.Adam(1e-2))
+    model.fit(binary_images(32, (28, 28, 1), seed=1), batch_size=16, epochs=1, verbose=0)
+    loaded = tf.saved_model.load(export(model, str(tmp_path / prior), num_samples=NUM_SAMPLES, seed=SEED))
+    x = binary_images(4, (28, 28, 1), seed=9)
+    got = loaded.signatures["score"](x=tf.constant(x))
+    expected = expected_score(model, x, NUM_SAMPLES, SEED)
+    assert set(got) == {"elbo", "kl", "reconstruction", "log_likelihood"}
+    for key, value in got.items():
+        np.testing.assert_allclose(value.numpy(), expected[key], rtol=1e-4, atol=2e-3, err_msg=key)
+    sample = loaded.signatures["sample"](seed=tf.constant([7], tf.int64))
+    np.testing.assert_allclose(sample["x_mean"].numpy(), model.sample(1, seed=7).numpy(), atol=1e-5)

@@ -52,13 +52,15 @@ def independent_terms(model, x, z):
 
 
 @pytest.mark.parametrize("beta", [1.0, 2.5])
-@pytest.mark.parametrize("architecture,likelihood,shape", [
-    ("mlp", "bernoulli", (28, 28, 1)),
-    ("conv", "continuous_bernoulli", (32, 32, 3)),
+@pytest.mark.parametrize("architecture,likelihood,shape,gated", [
+    ("mlp", "bernoulli", (28, 28, 1), False),
+    ("mlp", "bernoulli", (28, 28, 1), True),
+    ("conv", "continuous_bernoulli", (32, 32, 3), False),
+    ("resnet", "bernoulli", (28, 28, 1), False),
 ])
-def test_fit_minimises_mean_negative_log_likelihood_plus_beta_kl(beta, architecture, likelihood, shape):
+def test_fit_minimises_mean_negative_log_likelihood_plus_beta_kl(beta, architecture, likelihood, shape, gated):
     tf_keras.utils.set_random_seed(1)
-    model = VAE(tiny_config(architecture=architecture, likelihood=likelihood, image_shape=shape))
+    model = VAE(tiny_config(architecture=architecture, likelihood=likelihood, image_shape=shape, gated=gated))
     model.compile(tf_keras.optimizers.SGD(0.0), beta=beta, run_eagerly=True)
     x = binary_images(16, shape) if likelihood == "bernoulli" else \
         np.random.default_rng(0).random((16, *shape)).astype(np.float32)
@@ -71,7 +73,7 @@ def test_fit_minimises_mean_negative_log_likelihood_plus_beta_kl(beta, architect
     np.testing.assert_allclose(logs["elbo"], np.mean(log_likelihood - kl), rtol=1e-4)
 
 
-@pytest.mark.parametrize("architecture", ["mlp", "conv"])
+@pytest.mark.parametrize("architecture", ["mlp", "conv", "resnet"])
 def test_mixed_precision_keeps_the_float32_loss_identity(architecture):
     # float16 body, float32 variables; the distributions, the KL and the loss stay float32.
     tf_keras.utils.set_random_seed(5)

@@ -90,3 +90,32 @@ def test_diverging_training_stops_with_a_clear_message(tmp_path):
     assert result.returncode == 1, result.stdout[-2000:]
     assert "training loss became nan" in result.stderr.lower() or "became inf" in result.stderr.lower()
     assert not os.path.exists(tmp_path / "run" / "metrics.json")
+
+
+def test_train_cli_with_a_time_budget_stops_early_and_says_so(tmp_path):
+    workdir = str(tmp_path / "run")
+    arguments = ["--workdir", workdir, "--epochs", "3", "--train-examples", "256", "--prior", "mixture",
+                 "--prior-components", "3", "--keep-best", "--learning-rate-schedule", "cosine", "--verbose", "0",
+                 *TINY]
+    result = run_trainer("train.py", *arguments, "--time-budget", "0.0001")
+    assert result.returncode == 0, result.stderr[-3000:]
+    printed = json.loads(result.stdout[:result.stdout.rindex("}") + 1])
+    assert printed["epochs"] == 1 and printed["finished"] is False and printed["epochs_planned"] == 3
+    result = run_trainer("train.py", *arguments)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert completed_epochs(workdir) == [0, 1, 2]
+    config = json.load(open(os.path.join(workdir, "config.json")))
+    assert config["model"]["prior"] == "mixture" and config["training"]["keep_best"] is True
+    result = run_trainer("train.py", "--workdir", workdir, "--time-budget", "-1")
+    assert result.returncode == 2 and "--time-budget" in result.stderr
+
+
+def test_likelihood_benchmark_lists_models_and_rejects_unknown_ones():
+    script = os.path.join(ROOT, "benchmarks", "likelihood.py")
+    listed = subprocess.run([sys.executable, script, "--list"], capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0 and listed.stdout.startswith("mlp")
+    wrong = subprocess.run([sys.executable, script, "--model", "nope"], capture_output=True, text=True, timeout=120)
+    assert wrong.returncode == 2 and "--model must be one of" in wrong.stderr
+    wrong = subprocess.run([sys.executable, script, "--model", "mlp", "--num-samples", "0"],
+                           capture_output=True, text=True, timeout=120)
+    assert wrong.returncode == 2 and "--num-samples must be >= 1" in wrong.stderr

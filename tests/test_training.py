@@ -12,7 +12,7 @@ import tf_keras
 
 import tfp_vae
 from tfp_vae import training
-from tfp_vae.callbacks import StopOnNaN, TrainingDivergedError
+from tfp_vae.callbacks import BestWeights, StopOnNaN, TrainingDivergedError
 from tfp_vae.model import VAE
 
 
@@ -110,3 +110,70 @@ def test_nan_loss_stops_before_any_checkpoint_is_written(tmp_path):
     with pytest.raises(TrainingDivergedError, match="epoch 1 \\(batch 2\\).*learning-rate"):
         model.fit(images, batch_size=32, epochs=2, verbose=0, callbacks=callbacks, shuffle=False)
     assert not glob.glob(os.path.join(backup, "**", "*.index"), recursive=True)
+
+
+def read_history(workdir):
+    with open(os.path.join(workdir, "history.csv")) as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_a_time_budget_stops_at_an_epoch_boundary_and_the_next_call_finishes(tmp_path):
+    workdir = str(tmp_path / "run")
+    # Any budget shorter than one epoch: the first epoch runs, then no other one fits.
+    partial = training.train(tiny_config(epochs=3), workdir, verbose=0, time_budget=1e-3)
+    assert partial["epochs"] == 1 and not partial["finished"] and partial["stopped_for_time_budget"]
+    assert os.path.exists(os.path.join(workdir, "weights", "checkpoint.index"))
+    done = training.train(tiny_config(epochs=3), workdir, verbose=0)
+    assert done["finished"] and done["epochs"] == 3 and not done["stopped_for_time_budget"]
+    assert history_epochs(workdir) == [0, 1, 2]
+    seconds = [float(row["epoch_seconds"]) for row in read_history(workdir)]
+    assert all(value > 0 for value in seconds)
+    assert done["training_seconds"] == pytest.approx(sum(seconds))
+    with pytest.raises(ValueError, match="time_budget"):
+        training.train(tiny_config(), workdir, time_budget=0)
+
+
+def test_keep_best_keeps_the_weights_and_metrics_of_the_best_validation_epoch(tmp_path):
+    workdir = str(tmp_path / "run")
+    # A learning rate high enough that the validation ELBO does not simply rise every epoch.
+    metrics = training.train(tiny_config(epochs=4, keep_best=True, learning_rate=0.03), workdir, verbose=0)
+    rows = read_history(workdir)
+    best = max(range(len(rows)), key=lambda index: float(rows[index]["val_elbo"]))
+    assert metrics["best_epoch"] == best + 1
+    assert metrics["validation"]["elbo"] == pytest.approx(float(rows[best]["val_elbo"]))
+    with open(os.path.join(workdir, "best", "best.json")) as handle:
+        assert json.load(handle) == {"epoch": best, "val_elbo": pytest.approx(float(rows[best]["val_elbo"]))}
+    final = tf.train.load_checkpoint(os.path.join(workdir, "weights", "checkpoint"))
+    kept = tf.train.load_checkpoint(os.path.join(workdir, "best", "checkpoint"))
+    names = [name for name in final.get_variable_to_shape_map() if "kernel" in name]
+    assert names
+    for name in names:
+        np.testing.assert_array_equal(final.get_tensor(name), kept.get_tensor(name))
+
+
+def test_best_weights_saves_only_on_improvement_and_never_on_nan():
+    records = []
+    callback = BestWeights(records.append, best=-4.5)
+    for epoch, value in enumerate([-5.0, -3.0, -4.0, float("nan"), -2.5]):
+        callback.on_epoch_end(epoch, {"val_elbo": value})
+    assert records == [{"epoch": 1, "val_elbo": -3.0}, {"epoch": 4, "val_elbo": -2.5}]
+    with pytest.raises(ValueError, match="validation data"):
+        callback.on_epoch_end(5, {"elbo": -1.0})
+
+
+def test_cosine_schedule_decays_to_one_percent_over_the_planned_epochs():
+    config = tiny_config(epochs=5, learning_rate=0.01, learning_rate_schedule="cosine")
+    model = training.build_model(config, steps_per_epoch=4)
+    schedule = model.optimizer._learning_rate  # the schedule object, called with a step
+    assert float(schedule(0)) == pytest.approx(0.01)
+    assert float(schedule(10)) == pytest.approx(0.01 * (0.01 + 0.99 * 0.5), rel=1e-5)
+    assert float(schedule(20)) == pytest.approx(0.0001, rel=1e-4)
+
+
+def test_vamp_prior_starts_from_the_first_training_images(tmp_path):
+    config = tiny_config().replace(model={"prior": "vamp", "prior_components": 6})
+    model = training.build_model(config)
+    training._initialize_prior(model, config)
+    from tfp_vae import data
+    first = next(iter(data.load_examples(config.data, "train").batch(6)))["image"].numpy() / 255.0
+    np.testing.assert_allclose(model.prior_network.pseudo_inputs.numpy(), np.clip(first, 0.05, 0.95), atol=1e-5)

@@ -7,19 +7,21 @@
     tfp_vae.evaluation.evaluate_run("runs/default", num_samples=5000)
     tfp_vae.report.diagnose_run("runs/default")
     tfp_vae.export.export("runs/default", "saved_models/fashion_vae")
+    tfp_vae.likelihood.run("mlp", "runs/likelihood/mlp")       # the published-protocol benchmark
 """
 from tfp_vae import _env  # noqa: F401  (sets TF_USE_LEGACY_KERAS before tensorflow loads)
 
 from tfp_vae.config import Config, DataConfig, ModelConfig, TrainingConfig, load_config, save_config
 from tfp_vae.model import VAE, build_decoder, build_encoder, standard_normal_prior
+from tfp_vae.prior import build_prior
 from tfp_vae.training import build_model, load, train
 # Modules with their own entry points: data.make_datasets, evaluation.evaluate_run,
-# report.diagnose_run, export.export.
-from tfp_vae import data, diagnosis, evaluation, export, report  # noqa: E402
+# report.diagnose_run, export.export, likelihood.run.
+from tfp_vae import data, diagnosis, evaluation, export, likelihood, network, prior, report  # noqa: E402
 
 __all__ = [
     "Config", "DataConfig", "ModelConfig", "TrainingConfig", "VAE", "build_decoder", "build_encoder",
-    "build_model", "data", "diagnosis", "evaluation", "export", "load", "load_config", "report",
-    "save_config", "standard_normal_prior", "train",
+    "build_model", "build_prior", "data", "diagnosis", "evaluation", "export", "likelihood", "load",
+    "load_config", "network", "prior", "report", "save_config", "standard_normal_prior", "train",
 ]
 __version__ = "0.1.0"

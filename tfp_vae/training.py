@@ -296,7 +296,7 @@ def _train(config: Config, workdir: str, output_dir: str, strategy, chief: bool,
 
     test_images = next(iter(datasets.test))[:32]
     plots.save_image_grid(model.sample(64, seed=config.training.seed), os.path.join(output_dir, "samples.png"),
-                          "samples: mean of p(x|z), z ~ N(0, I)")
+                          f"samples: mean of p(x|z), z ~ p(z) ({config.model.prior})")
     originals_and_reconstructions = np.concatenate(
         [np.asarray(test_images), np.asarray(model.reconstruct(test_images))], axis=0)
     plots.save_image_grid(originals_and_reconstructions, os.path.join(output_dir, "reconstructions.png"),

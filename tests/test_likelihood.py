@@ -1,0 +1,76 @@
+"""The likelihood protocol runner: resumable training and evaluation, the table row."""
+from tfp_vae import _env  # noqa: F401
+
+import json
+import os
+import time
+
+import numpy as np
+import pytest
+
+from tfp_vae import data, evaluation, likelihood, training
+from tfp_vae.config import load_config
+
+
+def tiny_config(epochs=2):
+    return likelihood.MODELS["mlp"][1].replace(
+        model={"hidden_units": (32,), "latent_dim": 4},
+        data={"train_examples": 512, "validation_examples": 256},
+        training={"epochs": epochs, "batch_size": 64, "warmup_epochs": 0.5})
+
+
+def test_registered_models_follow_the_protocol():
+    assert "mlp" in likelihood.MODELS
+    for name, (description, config) in likelihood.MODELS.items():
+        assert description
+        assert config.data.dataset == "fashion_mnist" and config.data.binarization == "dynamic"
+        assert config.data.validation_examples == 10_000 and config.data.train_examples is None
+        assert config.training.keep_best  # model selection on validation, never on test
+    with pytest.raises(ValueError, match="unknown model 'nope'"):
+        likelihood.run("nope", "/nonexistent")
+
+
+def test_a_budgeted_run_stops_then_resumes_to_a_full_row(tmp_path):
+    workdir = str(tmp_path / "run")
+    first = likelihood.run("tiny", workdir, time_budget=1e-3, config=tiny_config(), num_samples=8,
+                           examples=1500, verbose=0)
+    assert first["status"] == "training" and first["epochs"] == 1
+    assert "(training)" in likelihood.table_row(first)
+    row = likelihood.run("tiny", workdir, config=tiny_config(), num_samples=8, examples=1500, verbose=0)
+    assert row["status"] == "done" and row["epochs"] == 2 and row["test_examples"] == 1500
+    assert 100 < row["test_nll"] < 800 and row["test_nll"] <= -row["test_elbo"] + 1e-3  # the bound is tighter
+    assert row["parameters"] > 0 and row["training_seconds"] > 0
+    with open(os.path.join(workdir, "likelihood.json")) as handle:
+        assert json.load(handle) == json.loads(json.dumps(row))
+    text = likelihood.table_row(row)
+    assert text.startswith("| tiny |") and f"{row['test_nll']:.2f}" in text
+    assert text.count("|") == likelihood.TABLE_HEADER.splitlines()[0].count("|")
+    # The aggregate-posterior report ran on the same test images: the KL splits into I_q + marginal.
+    numbers = row["aggregate_posterior"]
+    assert numbers["examples"] == 1500 and numbers["kl_is_exact"]
+    assert numbers["mean_kl"] == pytest.approx(numbers["mutual_information"] + numbers["marginal_kl"], abs=0.2)
+    for name in ("evaluation.json", "diagnosis.json", "report.md"):
+        assert os.path.exists(os.path.join(workdir, name))
+    aggregate = likelihood.aggregate_row(row)
+    assert f"{numbers['marginal_kl']:.2f}" in aggregate
+    assert aggregate.count("|") == likelihood.AGGREGATE_HEADER.splitlines()[0].replace("\\|", "").count("|")
+
+
+def test_evaluation_in_parts_equals_one_evaluation_and_resumes(tmp_path):
+    workdir = str(tmp_path / "run")
+    training.train(tiny_config(epochs=1), workdir, verbose=0)
+    assert likelihood.evaluate_in_parts(workdir, 8, examples=2500, deadline=time.time() - 1, verbose=0) is None
+    in_parts = likelihood.evaluate_in_parts(workdir, 8, examples=2500, verbose=0)
+    folder = os.path.join(workdir, "likelihood_parts", "K8-N2500")
+    assert sorted(os.listdir(folder)) == [f"part-00{index}-of-003.npz" for index in range(3)]
+    model = training.load(workdir)
+    config = load_config(os.path.join(workdir, "config.json"))
+    dataset = data.input_pipeline(config.data, "test", likelihood.EVALUATION_BATCH, shuffle=False)
+    whole = evaluation.evaluate(model.encoder, model.decoder, model.prior, dataset, 8, examples=2500, verbose=0)
+    for name in ("log_likelihood", "elbo", "log_likelihood_half"):
+        assert in_parts[name] == pytest.approx(whole[name], rel=1e-6)
+    # Finished parts are reused: removing one recomputes only that one, identically.
+    os.remove(os.path.join(folder, "part-001-of-003.npz"))
+    again = likelihood.evaluate_in_parts(workdir, 8, examples=2500, verbose=0)
+    assert again["log_likelihood"] == pytest.approx(in_parts["log_likelihood"], rel=1e-6)
+    assert np.isfinite(again["log_likelihood_stderr"])

@@ -9,6 +9,9 @@
 
 The loss `fit` minimises is the batch mean of -log p(x|z) + beta * KL(q(z|x) || p(z)) with one
 z ~ q(z|x) per example; `fit` also logs `elbo`, `reconstruction` (E_q log p(x|z)) and `kl`.
+The prior p(z) is `ModelConfig.prior` (tfp_vae.prior): N(0, I) with the exact KL, or a learnt
+mixture / VampPrior with a Monte-Carlo KL on the same per-example scale; `model.prior` is the
+distribution with the current weights, `model.prior_network` the layer holding them.
 
 Mixed precision (`VAE(config, mixed_precision=True)`): the network body computes in float16
 (variables stay float32); the posterior parameters and the likelihood logits are cast to float32
@@ -107,7 +110,7 @@ def build_decoder(config: ModelConfig, mixed_precision: bool = False) -> tf_kera
 
 
 class VAE(tf_keras.Model):
-    """Encoder q(z|x) and decoder p(x|z) under a N(0, I) prior, with a `fit`-able objective."""
+    """Encoder q(z|x) and decoder p(x|z) under the configured prior, with a `fit`-able objective."""
 
     metric_names = ("loss", "elbo", "reconstruction", "kl")
 

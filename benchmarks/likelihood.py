@@ -5,8 +5,10 @@
 trains the named model (tfp_vae.likelihood.MODELS) in runs/likelihood/NAME, keeping the epoch with
 the best validation ELBO, then estimates -log p(x) with 5,000 importance samples on all 10,000
 test images, and prints the README table row: model, parameters, epochs, training time, test
-ELBO, test NLL. Both phases resume: run the same command again after a kill or when the time
-budget (minutes, for this invocation) ran out. --list shows the models.
+ELBO, test NLL, and where the KL goes (the aggregate-posterior report, runs/likelihood/NAME/report.md,
+next to the reference model's when that has run: mlp for the learnt-prior models). Both phases
+resume: run the same command again after a kill or when the time budget (minutes, for this
+invocation) ran out. --list shows the models.
 """
 import argparse
 import json
@@ -33,15 +35,25 @@ def main(argv=None) -> int:
 
     from tfp_vae import likelihood  # after flag parsing: bad flags fail fast, without TensorFlow
     if args.list:
-        for name, (description, _) in likelihood.MODELS.items():
-            print(f"{name:16s} {description}")
+        for name, model in likelihood.MODELS.items():
+            print(f"{name:16s} {model.description}")
         return 0
     if args.model not in likelihood.MODELS:
         parser.error(f"--model must be one of {', '.join(likelihood.MODELS)}; got {args.model!r}.")
     workdir = args.workdir or os.path.join("runs", "likelihood", args.model)
+    reference = None
+    reference_name = likelihood.MODELS[args.model].reference
+    if reference_name:
+        # The reference model's run folder beside this one's, once it has its report.
+        folder = os.path.join(os.path.dirname(os.path.normpath(workdir)), reference_name)
+        if os.path.exists(os.path.join(folder, "diagnosis.json")):
+            reference = folder
+        else:
+            print(f"note: no finished {reference_name} run in {folder}: the report will not show its numbers "
+                  f"next to this model's (run --model {reference_name} first, then this command again).")
     try:
         row = likelihood.run(args.model, workdir, None if args.time_budget is None else 60 * args.time_budget,
-                             num_samples=args.num_samples, verbose=args.verbose)
+                             num_samples=args.num_samples, reference=reference, verbose=args.verbose)
     except (FileNotFoundError, ValueError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -284,3 +284,25 @@ def test_diagnose_cli_writes_the_report(tmp_path):
         assert os.path.getsize(os.path.join(workdir, relative)) > 1000, name
         assert f"]({relative})" in text, name
     assert set(summary["pictures"]) == set(report.PICTURES)
+
+
+def test_a_reference_run_is_shown_next_to_this_one_and_mismatches_are_refused(tmp_path):
+    workdir, reference = str(tmp_path / "run"), str(tmp_path / "reference")
+    make_run(workdir)
+    make_run(reference)
+    with pytest.raises(FileNotFoundError, match="has no diagnosis.json"):
+        report.diagnose_run(workdir, examples=60, reference=reference)
+    report.diagnose_run(reference, examples=50)
+    with pytest.raises(ValueError, match="50 test examples, this one on 60"):
+        report.diagnose_run(workdir, examples=60, reference=reference)
+    own = report.diagnose_run(reference, examples=60)
+    result = run_diagnose("--workdir", workdir, "--examples", "60", "--reference", reference)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(os.path.join(workdir, "diagnosis.json")) as handle:
+        shown = json.load(handle)["reference"]
+    assert shown["marginal_kl"] == pytest.approx(own["marginal_kl"]) and shown["prior"] == "standard_normal"
+    with open(os.path.join(workdir, "report.md")) as handle:
+        text = handle.read()
+    assert f"## Against {reference}" in text and f"{own['marginal_kl']:.3f}" in text
+    result = run_diagnose("--workdir", workdir, "--reference", str(tmp_path / "nowhere"))
+    assert result.returncode == 2 and "--reference" in result.stderr

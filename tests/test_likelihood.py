@@ -13,7 +13,7 @@ from tfp_vae.config import load_config
 
 
 def tiny_config(epochs=2):
-    return likelihood.MODELS["mlp"][1].replace(
+    return likelihood.MODELS["mlp"].config.replace(
         model={"hidden_units": (32,), "latent_dim": 4},
         data={"train_examples": 512, "validation_examples": 256},
         training={"epochs": epochs, "batch_size": 64, "warmup_epochs": 0.5})
@@ -21,11 +21,14 @@ def tiny_config(epochs=2):
 
 def test_registered_models_follow_the_protocol():
     assert "mlp" in likelihood.MODELS
-    for name, (description, config) in likelihood.MODELS.items():
-        assert description
+    for name, model in likelihood.MODELS.items():
+        config = model.config
+        assert model.description
         assert config.data.dataset == "fashion_mnist" and config.data.binarization == "dynamic"
         assert config.data.validation_examples == 10_000 and config.data.train_examples is None
         assert config.training.keep_best  # model selection on validation, never on test
+        if config.model.prior != "standard_normal":  # learnt priors are shown next to N(0, I)
+            assert likelihood.MODELS[model.reference].config.model.prior == "standard_normal"
     with pytest.raises(ValueError, match="unknown model 'nope'"):
         likelihood.run("nope", "/nonexistent")
 
@@ -54,6 +57,17 @@ def test_a_budgeted_run_stops_then_resumes_to_a_full_row(tmp_path):
     aggregate = likelihood.aggregate_row(row)
     assert f"{numbers['marginal_kl']:.2f}" in aggregate
     assert aggregate.count("|") == likelihood.AGGREGATE_HEADER.splitlines()[0].replace("\\|", "").count("|")
+
+    # A learnt prior's report shows the standard-prior run's KL split next to its own.
+    learnt = tiny_config().replace(model={"prior": "mixture", "prior_components": 5})
+    other = likelihood.run("tiny_mixture", str(tmp_path / "mixture"), config=learnt, num_samples=8, examples=1500,
+                           reference=workdir, verbose=0)
+    with open(os.path.join(tmp_path, "mixture", "report.md")) as handle:
+        text = handle.read()
+    assert f"## Against {workdir}" in text and "`mixture` prior" in text and "`standard_normal`" in text
+    assert f"{numbers['marginal_kl']:.3f}" in text  # the reference's marginal KL, in the table
+    assert f"{other['aggregate_posterior']['marginal_kl']:.3f}" in text
+    assert f"{-row['test_nll']:.2f}" in text  # and both likelihoods
 
 
 def test_evaluation_in_parts_equals_one_evaluation_and_resumes(tmp_path):

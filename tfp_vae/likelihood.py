@@ -21,7 +21,7 @@ import math
 import os
 import platform
 import time
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import numpy as np
 
@@ -29,7 +29,7 @@ from tfp_vae import data as data_lib
 from tfp_vae import evaluation, report, training
 from tfp_vae.config import Config, DataConfig, ModelConfig, TrainingConfig, load_config
 
-__all__ = ["AGGREGATE_HEADER", "MODELS", "PART_EXAMPLES", "TABLE_HEADER", "aggregate_row", "evaluate_in_parts",
+__all__ = ["AGGREGATE_HEADER", "MODELS", "Model", "PART_EXAMPLES", "TABLE_HEADER", "aggregate_row", "evaluate_in_parts",
            "run", "table_row"]
 
 # Every model sees the protocol's data; only the network, prior and optimisation differ.
@@ -45,15 +45,26 @@ _MLP_TRAINING = TrainingConfig(epochs=600, batch_size=100, learning_rate=1e-3,
 # already cost half again the time of a step (31 s an epoch against 22 s with N(0, I)).
 _RESNET = ModelConfig(architecture="resnet", conv_filters=(32, 64), residual_blocks=1, latent_dim=40)
 
+
+
+class Model(NamedTuple):
+    description: str
+    config: Config
+    # A model with the N(0, I) prior whose aggregate-posterior numbers the report shows next to
+    # this one's (a learnt prior's reason to exist is the marginal KL it absorbs).
+    reference: Optional[str] = None
+
+
 MODELS = {
-    "mlp": ("gated MLP 300-300, 40 latents, N(0, I) prior",
-            Config(model=_MLP, data=_PROTOCOL, training=_MLP_TRAINING)),
-    "mlp_vamp": ("the mlp network with a VampPrior of 500 pseudo-inputs",
-                 Config(model=dataclasses.replace(_MLP, prior="vamp", prior_components=500), data=_PROTOCOL,
-                        training=_MLP_TRAINING)),
-    "resnet_vamp": ("resnet 32-64 (a residual block per resolution), 40 latents, VampPrior of 100 pseudo-inputs",
-                    Config(model=dataclasses.replace(_RESNET, prior="vamp", prior_components=100),
-                           data=_PROTOCOL, training=dataclasses.replace(_MLP_TRAINING, epochs=250))),
+    "mlp": Model("gated MLP 300-300, 40 latents, N(0, I) prior",
+                 Config(model=_MLP, data=_PROTOCOL, training=_MLP_TRAINING)),
+    "mlp_vamp": Model("the mlp network with a VampPrior of 500 pseudo-inputs",
+                      Config(model=dataclasses.replace(_MLP, prior="vamp", prior_components=500),
+                             data=_PROTOCOL, training=_MLP_TRAINING), reference="mlp"),
+    "resnet_vamp": Model("resnet 32-64 (a residual block per resolution), 40 latents, VampPrior of 100 "
+                         "pseudo-inputs", Config(model=dataclasses.replace(_RESNET, prior="vamp", prior_components=100),
+                                                 data=_PROTOCOL, training=dataclasses.replace(_MLP_TRAINING, epochs=250)),
+                         reference="mlp"),
 }
 
 PART_EXAMPLES = 1000
@@ -119,12 +130,14 @@ def _machine() -> str:
 
 
 def run(name: str, workdir: str, time_budget: Optional[float] = None, *, config: Optional[Config] = None,
-        num_samples: int = 5000, examples: Optional[int] = None, verbose: int = 1) -> dict:
+        num_samples: int = 5000, examples: Optional[int] = None, reference: Optional[str] = None,
+        verbose: int = 1) -> dict:
     """Trains (or continues) model `name` in `workdir`, then evaluates it; returns the row's values.
 
     `time_budget` (seconds) covers both phases of this call; the returned dict has "status"
     "training", "evaluating" or "done". `config` replaces the registered one (tests shrink it);
-    `examples` caps the test images (the protocol uses all).
+    `examples` caps the test images (the protocol uses all). `reference`: the folder of a finished
+    run whose aggregate-posterior numbers the report (report.md) shows next to this one's.
     """
     if config is None:
         if name not in MODELS:
@@ -159,21 +172,24 @@ def run(name: str, workdir: str, time_budget: Optional[float] = None, *, config:
             training.write_json(dict(summary, likelihood=config.model.likelihood,
                                      batch_size=EVALUATION_BATCH),
                                 os.path.join(workdir, "evaluation.json"))
-            row["aggregate_posterior"] = _diagnosis(workdir, examples)
+            row["aggregate_posterior"] = _diagnosis(workdir, examples, reference)
     training.write_json(row, os.path.join(workdir, "likelihood.json"))
     return row
 
 
-def _diagnosis(workdir: str, examples: Optional[int]) -> dict:
+def _diagnosis(workdir: str, examples: Optional[int], reference: Optional[str]) -> dict:
     """The aggregate-posterior numbers of the report (tfp_vae.report) on the same test images;
-    recomputed when the weights are newer than the last report."""
+    recomputed when the weights are newer than the last report, or it lacks the reference."""
     path = os.path.join(workdir, "diagnosis.json")
     weights = os.path.join(workdir, training.WEIGHTS)
+    summary = None
     if os.path.exists(path) and os.path.getmtime(path) >= os.path.getmtime(weights):
         with open(path) as handle:
             summary = json.load(handle)
-    else:
-        summary = report.diagnose_run(workdir, split="test", examples=examples)
+        if reference is not None and summary.get("reference", {}).get("workdir") != reference:
+            summary = None
+    if summary is None:
+        summary = report.diagnose_run(workdir, split="test", examples=examples, reference=reference)
     keys = ("mean_kl", "mean_kl_stderr", "mutual_information", "mutual_information_stderr",
             "marginal_kl", "marginal_kl_stderr", "active_units", "examples", "kl_is_exact")
     return {key: summary[key] for key in keys}

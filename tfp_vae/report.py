@@ -195,9 +195,66 @@ def markdown_report(summary: dict, pictures: dict, folder: str, class_names=None
     return "\n".join(lines) + "\n"
 
 
+def _read_optional_json(path: str) -> Optional[dict]:
+    if not os.path.exists(path):
+        return None
+    with open(path) as handle:
+        return json.load(handle)
+
+
+def _reference(reference: str, split: str, examples: int) -> dict:
+    """What the report needs of a reference run (e.g. the same network with N(0, I)): its prior,
+    its diagnosis and evaluation on the same split and number of examples."""
+    found = _read_optional_json(os.path.join(reference, "diagnosis.json"))
+    if found is None:
+        raise FileNotFoundError(f"the reference run {reference} has no diagnosis.json: diagnose it first "
+                                f"(python trainers/diagnose.py --workdir {reference}).")
+    if (found["split"], found["examples"]) != (split, examples):
+        raise ValueError(f"the reference run {reference} was diagnosed on {found['examples']} "
+                         f"{found['split']} examples, this one on {examples} {split} examples: "
+                         "diagnose both on the same images to compare them.")
+    keys = ("mean_kl", "mean_kl_stderr", "kl_is_exact", "mutual_information", "mutual_information_stderr",
+            "marginal_kl", "marginal_kl_stderr", "active_units", "latent_dim")
+    values = {key: found[key] for key in keys}
+    evaluation = _read_optional_json(os.path.join(reference, "evaluation.json"))
+    if evaluation and (evaluation["split"], evaluation["examples"]) == (split, examples):
+        values["log_likelihood"], values["elbo"] = evaluation["log_likelihood"], evaluation["elbo"]
+    model = load_config(os.path.join(reference, "config.json")).model
+    values.update(workdir=reference, prior=model.prior, architecture=model.architecture)
+    return values
+
+
+def _comparison(summary: dict, evaluation: Optional[dict], model, reference: dict) -> list:
+    """Markdown lines: this run's KL split next to the reference run's (`model`: this ModelConfig)."""
+    rows = [("mean over x of KL(q(z\\|x) \\|\\| p(z))", "mean_kl"), ("I_q(x; z)", "mutual_information"),
+            ("KL(q(z) \\|\\| p(z))", "marginal_kl")]
+    lines = ["", f"## Against {reference['workdir']}", "",
+             f"The same split and examples; this run is `{model.architecture}` with the `{model.prior}` "
+             f"prior, the reference `{reference['architecture']}` with `{reference['prior']}`. "
+             "A learnt prior can absorb KL(q(z) || p(z)), the part of the KL "
+             "that only says the aggregate posterior differs from the prior; I_q(x; z) is information "
+             "the code carries, which no prior removes.", "",
+             "| quantity (nats) | this run | reference | this run − reference |", "|---|---:|---:|---:|"]
+    for label, key in rows:
+        lines.append(f"| {label} | {_with_error(summary[key], summary[key + '_stderr'])} "
+                     f"| {_with_error(reference[key], reference[key + '_stderr'])} "
+                     f"| {summary[key] - reference[key]:+.3f} |")
+    if evaluation and "log_likelihood" in reference:
+        for label, key in (("log p(x) (importance sampling)", "log_likelihood"), ("ELBO", "elbo")):
+            lines.append(f"| {label} | {evaluation[key]:.2f} | {reference[key]:.2f} "
+                         f"| {evaluation[key] - reference[key]:+.2f} |")
+    lines.append(f"| active units | {summary['active_units']} of {summary['latent_dim']} "
+                 f"| {reference['active_units']} of {reference['latent_dim']} | |")
+    return lines
+
+
 def diagnose_run(workdir: str, *, split: str = "test", examples: Optional[int] = None,
-                 batch_size: int = 500, samples_per_example: int = 1, seed: int = 0) -> dict:
-    """Diagnoses the trained model of a run folder; writes diagnosis.json, report.md, diagnosis/*.png."""
+                 batch_size: int = 500, samples_per_example: int = 1, seed: int = 0,
+                 reference: Optional[str] = None) -> dict:
+    """Diagnoses the trained model of a run folder; writes diagnosis.json, report.md, diagnosis/*.png.
+
+    `reference`: another diagnosed run folder (e.g. the same network with the N(0, I) prior) whose
+    numbers the report shows next to this run's, under `summary["reference"]` too."""
     if not os.path.isdir(workdir):
         raise FileNotFoundError(f"workdir {workdir} does not exist: pass the --workdir of a finished "
                                 "trainers/train.py run.")
@@ -215,14 +272,16 @@ def diagnose_run(workdir: str, *, split: str = "test", examples: Optional[int] =
                    class_names=class_names,
                    pictures={name: f"{folder}/{file}" for name, file in pictures.items()},
                    seconds=time.time() - started, units="nats")
-    evaluation_path = os.path.join(workdir, "evaluation.json")
-    evaluation = None
-    if os.path.exists(evaluation_path):
-        with open(evaluation_path) as handle:
-            evaluation = json.load(handle)
+    evaluation = _read_optional_json(os.path.join(workdir, "evaluation.json"))
+    if evaluation and (evaluation["split"], evaluation["examples"]) != (split, summary["examples"]):
+        evaluation = None  # another split or number of images: not this report's numbers
+    text = markdown_report(summary, pictures, folder, class_names, evaluation)
+    if reference is not None:
+        summary["reference"] = _reference(reference, split, summary["examples"])
+        text += "\n".join(_comparison(summary, evaluation, config.model, summary["reference"])) + "\n"
     write_json(summary, os.path.join(workdir, "diagnosis.json"))
     temporary = os.path.join(workdir, f"report.md.tmp-{os.getpid()}")
     with open(temporary, "w") as handle:
-        handle.write(markdown_report(summary, pictures, folder, class_names, evaluation))
+        handle.write(text)
     os.replace(temporary, os.path.join(workdir, "report.md"))
     return summary

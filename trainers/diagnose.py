@@ -5,7 +5,8 @@
 writes runs/default/diagnosis.json (every number), runs/default/report.md (tables overall and per
 class, the identity mean KL(q(z|x) || p(z)) = I_q(x; z) + KL(q(z) || p(z)) explained, pictures
 linked) and runs/default/diagnosis/*.png. Options: --split test|validation|train, --examples N
-(the first N; the cost grows as N^2: all 10,000 test images take well under a minute).
+(the first N; the cost grows as N^2: all 10,000 test images take well under a minute),
+--reference runs/other (a diagnosed run whose KL split the report shows next to this one's).
 """
 import argparse
 import json
@@ -26,15 +27,18 @@ def main(argv=None) -> int:
     parser.add_argument("--samples-per-example", type=at_least_one("--samples-per-example"), default=1,
                         help="z ~ q(z|x) per example for the Monte-Carlo terms (default 1)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the (stateless) samples")
+    parser.add_argument("--reference", default=None, metavar="DIR",
+                        help="a diagnosed run (e.g. the same network with the N(0, I) prior) to show next to this one")
     args = parser.parse_args(argv)
-    if not os.path.isdir(args.workdir):
-        parser.error(f"--workdir {args.workdir} does not exist: pass the folder of a trainers/train.py run.")
+    for flag, folder in (("--workdir", args.workdir), ("--reference", args.reference)):
+        if folder is not None and not os.path.isdir(folder):
+            parser.error(f"{flag} {folder} does not exist: pass the folder of a trainers/train.py run.")
 
     from tfp_vae import report  # after flag parsing: bad flags fail fast, without TensorFlow
     try:
         summary = report.diagnose_run(args.workdir, split=args.split, examples=args.examples,
                                       batch_size=args.batch_size, samples_per_example=args.samples_per_example,
-                                      seed=args.seed)
+                                      seed=args.seed, reference=args.reference)
     except (FileNotFoundError, ValueError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -99,12 +99,35 @@ def test_population_closed_forms(loc_factor, scale_factor):
     # The mixture of N = 2000 posteriors estimates I_q with an O(1/N) bias (about -0.02 here).
     assert within(summary["mutual_information"], summary["mutual_information_stderr"], information, 0.03)
     assert within(summary["marginal_kl"], summary["marginal_kl_stderr"], marginal, 0.01)
+    # Leaving each z's own posterior out: a lower estimate, here (N large, wide posteriors) close too.
+    assert within(summary["marginal_kl_leave_one_out"], summary["marginal_kl_leave_one_out_stderr"], marginal, 0.03)
+    assert summary["marginal_kl_leave_one_out"] <= summary["marginal_kl"]
     assert within(summary["mean_kl"], summary["mean_kl_stderr"], information + marginal)
     assert summary["fitted_gaussian_kl"] == pytest.approx(marginal, abs=0.02)
     np.testing.assert_allclose(np.diag(summary["covariance"]), covariance, atol=0.1)
     assert summary["active_units"] == 2
     if loc_factor == 1.0:  # q(z) = p(z): no holes, 1% below the 1st percentile by construction
         assert summary["prior_holes"]["fraction_below_threshold"] < 0.03
+
+
+def test_with_narrow_posteriors_the_two_marginal_kl_estimates_bracket_the_population_value():
+    # Posteriors 20x narrower than exact, N = 200: the true I_q (about 7.3 nats) exceeds log N = 5.3,
+    # so the estimate with each z's own component reads the marginal KL far too high, and the
+    # leave-one-out one reads it low; the population's closed form lies between them.
+    model = LinearGaussian()
+    loc_factor, scale_factor = 1.0, 0.05
+    exact_variance = model.posterior_variance
+    covariance = loc_factor ** 2 * (1 - exact_variance) + scale_factor ** 2 * exact_variance
+    information = 0.5 * np.sum(np.log(covariance / (scale_factor ** 2 * exact_variance)))
+    marginal = 0.5 * np.sum(covariance - 1 - np.log(covariance))
+    assert information > math.log(200) + 1
+    summary = diagnosis.diagnose(model.encoder(loc_factor, scale_factor), model.prior,
+                                 dataset(model.sample_data(200, seed=6))).summary
+    low, high = summary["marginal_kl_leave_one_out"], summary["marginal_kl"]
+    assert low - 4 * summary["marginal_kl_leave_one_out_stderr"] <= marginal
+    assert high - 4 * summary["marginal_kl_stderr"] >= marginal + 1.0  # inflated by the capped I_q
+    assert summary["mutual_information"] <= math.log(200)
+    assert summary["mutual_information_leave_one_out"] > math.log(200)  # not capped
 
 
 def test_mixture_densities_are_batching_invariant_and_match_brute_force():

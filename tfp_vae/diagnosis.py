@@ -301,6 +301,17 @@ def summarize(posteriors: Posteriors, at_latents: dict, at_prior: dict, prior) -
                      at_latents["all"], prior)
     summary.update(latent_dim=int(posteriors.loc.shape[1]), kl_is_exact=posteriors.kl_is_exact,
                    mutual_information_upper_bound=math.log(count), active_threshold=ACTIVE_THRESHOLD)
+    if count > 1:
+        # The same terms with each z's own component left out of q(z): z_m is then a fresh point
+        # for the other N - 1 posteriors, so by Jensen E log q_-m(z) <= log q_population(z), and
+        # this marginal KL is a lower estimate of the population's (its I_q an upper one, no
+        # longer capped at log N). With its own component (above) the marginal KL reads high
+        # when I_q nears log N: the truth lies between the two.
+        leave_one_out = at_latents["leave_one_out"]
+        summary["marginal_kl_leave_one_out"], summary["marginal_kl_leave_one_out_stderr"] = _mean_stderr(
+            leave_one_out - posteriors.log_prior)
+        summary["mutual_information_leave_one_out"], summary["mutual_information_leave_one_out_stderr"] = \
+            _mean_stderr(posteriors.log_posterior - leave_one_out)
     summary["per_dimension"] = _per_dimension(
         posteriors, prior, summary["mean"], np.asarray(summary["covariance"]))
     summary["per_dimension"]["active"] = [v > ACTIVE_THRESHOLD for v in summary["posterior_mean_variance"]]

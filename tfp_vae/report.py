@@ -137,6 +137,9 @@ def markdown_report(summary: dict, pictures: dict, folder: str, class_names=None
         f"| I_q(x; z) (at most log N = {summary['mutual_information_upper_bound']:.2f}) "
         f"| {summary['mutual_information']:.3f} | {summary['mutual_information_stderr']:.3f} |",
         f"| KL(q(z) \\|\\| p(z)) | {summary['marginal_kl']:.3f} | {summary['marginal_kl_stderr']:.3f} |",
+        *([f"| KL(q(z) \\|\\| p(z)), each z's own posterior left out of q(z): a lower estimate "
+           f"| {summary['marginal_kl_leave_one_out']:.3f} | {summary['marginal_kl_leave_one_out_stderr']:.3f} |"]
+          if "marginal_kl_leave_one_out" in summary else []),
         f"| I_q + KL(q(z) \\|\\| p(z)) − mean KL (identity: 0) | {identity['difference']:.3f} "
         f"| {identity['difference_stderr']:.3f} |",
         f"| KL(N(mean, covariance of q(z)) \\|\\| p(z)) "
@@ -214,8 +217,9 @@ def _reference(reference: str, split: str, examples: int) -> dict:
                          f"{found['split']} examples, this one on {examples} {split} examples: "
                          "diagnose both on the same images to compare them.")
     keys = ("mean_kl", "mean_kl_stderr", "kl_is_exact", "mutual_information", "mutual_information_stderr",
-            "marginal_kl", "marginal_kl_stderr", "active_units", "latent_dim")
-    values = {key: found[key] for key in keys}
+            "marginal_kl", "marginal_kl_stderr", "marginal_kl_leave_one_out",
+            "marginal_kl_leave_one_out_stderr", "active_units", "latent_dim")
+    values = {key: found.get(key) for key in keys}  # a report from an older version may lack some
     evaluation = _read_optional_json(os.path.join(reference, "evaluation.json"))
     if evaluation and (evaluation["split"], evaluation["examples"]) == (split, examples):
         values["log_likelihood"], values["elbo"] = evaluation["log_likelihood"], evaluation["elbo"]
@@ -227,7 +231,8 @@ def _reference(reference: str, split: str, examples: int) -> dict:
 def _comparison(summary: dict, evaluation: Optional[dict], model, reference: dict) -> list:
     """Markdown lines: this run's KL split next to the reference run's (`model`: this ModelConfig)."""
     rows = [("mean over x of KL(q(z\\|x) \\|\\| p(z))", "mean_kl"), ("I_q(x; z)", "mutual_information"),
-            ("KL(q(z) \\|\\| p(z))", "marginal_kl")]
+            ("KL(q(z) \\|\\| p(z))", "marginal_kl"),
+            ("KL(q(z) \\|\\| p(z)), leave-one-out (lower estimate)", "marginal_kl_leave_one_out")]
     lines = ["", f"## Against {reference['workdir']}", "",
              f"The same split and examples; this run is `{model.architecture}` with the `{model.prior}` "
              f"prior, the reference `{reference['architecture']}` with `{reference['prior']}`. "
@@ -236,6 +241,8 @@ def _comparison(summary: dict, evaluation: Optional[dict], model, reference: dic
              "the code carries, which no prior removes.", "",
              "| quantity (nats) | this run | reference | this run − reference |", "|---|---:|---:|---:|"]
     for label, key in rows:
+        if summary.get(key) is None or reference.get(key) is None:
+            continue
         lines.append(f"| {label} | {_with_error(summary[key], summary[key + '_stderr'])} "
                      f"| {_with_error(reference[key], reference[key + '_stderr'])} "
                      f"| {summary[key] - reference[key]:+.3f} |")

@@ -1,7 +1,9 @@
 """Keras callbacks used by training: NaN guard, timers and time budget, best weights, TensorBoard images."""
 from tfp_vae import _env  # noqa: F401  (must precede tensorflow)
 
+import csv
 import math
+import os
 import time
 from typing import Callable, Optional
 
@@ -102,15 +104,19 @@ class ImageSummaries(tf_keras.callbacks.Callback):
 
 
 class EpochClock(tf_keras.callbacks.Callback):
-    """Puts each epoch's wall time (training and validation) in the logs as `epoch_seconds`, and
-    with a `time_budget` (seconds since `started`) stops `fit` after the last epoch that fits.
+    """Appends each epoch's wall time to `path` (a CSV of epoch, seconds), and with a
+    `time_budget` (seconds since `started`) stops `fit` after the last epoch that fits.
 
-    An epoch is only started when the longest epoch so far would still end within the budget,
-    so a budgeted run stops at an epoch boundary, where BackupAndRestore has just saved.
+    Put it LAST in the callback list: an epoch's time then includes training, validation and
+    every other callback's end-of-epoch work (checkpoints, TensorBoard pictures), which is the
+    wall time a user waits. An epoch is only started when the longest epoch so far would still
+    end within the budget, so a budgeted run stops at an epoch boundary, where BackupAndRestore
+    has just saved.
     """
 
-    def __init__(self, time_budget: Optional[float] = None, started: Optional[float] = None):
+    def __init__(self, path: str, time_budget: Optional[float] = None, started: Optional[float] = None):
         super().__init__()
+        self.path = path
         self.time_budget = time_budget
         self.started = time.time() if started is None else started
         self.longest_epoch = 0.0
@@ -123,12 +129,21 @@ class EpochClock(tf_keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         now = time.time()
         seconds = now - self._start
-        if logs is not None:
-            logs["epoch_seconds"] = seconds
+        new_file = not os.path.exists(self.path)
+        with open(self.path, "a") as handle:
+            handle.write(("epoch,seconds\n" if new_file else "") + f"{epoch},{seconds:.3f}\n")
         self.longest_epoch = max(self.longest_epoch, seconds)
         if self.time_budget is not None and now - self.started + self.longest_epoch > self.time_budget:
             self.model.stop_training = True
             self.stopped_for_time = True
+
+    @staticmethod
+    def total_seconds(path: str) -> float:
+        """The sum over every epoch `path` recorded, in every run that appended to it."""
+        if not os.path.exists(path):
+            return 0.0
+        with open(path) as handle:
+            return float(sum(float(row["seconds"]) for row in csv.DictReader(handle)))
 
 
 class BestWeights(tf_keras.callbacks.Callback):

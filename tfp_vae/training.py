@@ -5,7 +5,8 @@
     metrics = tfp_vae.train(config, "runs/quick")
     model = tfp_vae.load("runs/quick")
 
-WORKDIR layout: config.json, metrics.json, history.csv, weights/ (final weights),
+WORKDIR layout: config.json, metrics.json, history.csv, epoch_times.csv (wall time of each
+epoch, all runs), weights/ (final weights),
 backup/ (per-epoch checkpoint with optimizer state: resume after a kill, or extend --epochs),
 best/ (with `keep_best`: the weights of the best validation ELBO so far, and best.json),
 logs/ (TensorBoard), samples.png, reconstructions.png.
@@ -46,6 +47,7 @@ __all__ = ["build_model", "load", "save_weights", "train", "write_json"]
 WEIGHTS = "weights"
 BEST = "best"
 BEST_RECORD = "best.json"
+EPOCH_TIMES = "epoch_times.csv"
 CHECKPOINT_PREFIX = "checkpoint"
 BACKUP = "backup"
 # Training fields that may change when a run is resumed: how it runs, not what it computes.
@@ -237,10 +239,9 @@ def _train(config: Config, workdir: str, output_dir: str, strategy, chief: bool,
     backup_dir = _backup_dir(workdir, output_dir, chief)
     history_csv = os.path.join(output_dir, "history.csv")
     throughput = Throughput(datasets.train_examples)
-    clock = EpochClock(time_budget, started)
+    clock = EpochClock(os.path.join(output_dir, EPOCH_TIMES), time_budget, started)
     callbacks = [
         StopOnNaN(checkpoint_hint=f"The last completed epoch stays saved in {os.path.join(workdir, BACKUP)}."),
-        clock,  # before CSVLogger, which then records epoch_seconds
         # Restores weights, optimizer state and the epoch counter after a crash or kill. Kept
         # after the last epoch, so a later run with a larger --epochs continues from there.
         tf_keras.callbacks.BackupAndRestore(backup_dir, delete_checkpoint=False),
@@ -254,7 +255,8 @@ def _train(config: Config, workdir: str, output_dir: str, strategy, chief: bool,
         # Carried over from the run this one resumes (the chief's, on storage all workers see).
         best = BestWeights(lambda record: save_weights(model, output_dir, BEST, record),
                            (_read_best(workdir) or {}).get("val_elbo"))
-        callbacks.insert(2, best)  # after the clock: its record follows the same epoch
+        callbacks.insert(1, best)  # before the backup: a resumed epoch re-saves if it was best
+    callbacks.append(clock)  # last: its epoch times include every other callback's work
     model.fit(datasets.train, validation_data=datasets.validation, epochs=config.training.epochs,
               callbacks=callbacks, verbose=verbose)
     best_record = None
@@ -282,8 +284,9 @@ def _train(config: Config, workdir: str, output_dir: str, strategy, chief: bool,
         "stopped_for_time_budget": clock.stopped_for_time,
         "best_epoch": None if best_record is None else best_record["epoch"] + 1,
         "parameters": int(sum(np.prod(variable.shape) for variable in model.trainable_variables)),
-        # Wall time of every epoch of every run of this workdir (training and validation).
-        "training_seconds": float(sum(row.get("epoch_seconds", 0.0) for row in rows)),
+        # Wall time of every completed epoch of every run of this workdir (training, validation,
+        # checkpoints and pictures; not start-up, nor an epoch cut short by a kill).
+        "training_seconds": EpochClock.total_seconds(os.path.join(output_dir, EPOCH_TIMES)),
         "optimizer_steps": int(model.optimizer.iterations.numpy()),
         "examples_per_second": throughput.examples_per_second,
         "train_examples": datasets.train_examples,

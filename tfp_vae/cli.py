@@ -31,6 +31,8 @@ FLAGS = {
     "--conv-filters": ("model", "conv_filters", _int_list, "conv/resnet filters per stride-2 layer, e.g. 32,64"),
     "--residual-blocks": ("model", "residual_blocks", int, "resnet: residual blocks per resolution"),
     "--likelihood": ("model", "likelihood", str, f"one of {', '.join(LIKELIHOODS)}"),
+    "--autoregressive-units": ("model", "autoregressive_units", _int_list,
+                               "MADE hidden units, e.g. 500: an autoregressive Bernoulli decoder"),
     "--prior": ("model", "prior", str, f"one of {', '.join(PRIORS)}"),
     "--prior-components": ("model", "prior_components", int, "mixture/vamp prior: components (VampPrior pseudo-inputs)"),
     "--kl-samples": ("model", "kl_samples", int, "Monte-Carlo samples of the KL for mixture/vamp priors"),

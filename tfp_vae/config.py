@@ -70,6 +70,11 @@ class ModelConfig:
     # resnet only: residual blocks (two 3x3 convolutions and a skip) after each stride-2 layer.
     residual_blocks: int = 1
     likelihood: str = "bernoulli"
+    # Hidden units of a MADE (tfp AutoregressiveNetwork, conditioned on z) that makes the Bernoulli
+    # decoder autoregressive over pixels: p(x|z) = prod_i p(x_i | x_<i, z). () keeps the pixels
+    # independent given z. Autoregressive decoders are a different class of model: compare them
+    # with autoregressive published rows.
+    autoregressive_units: Tuple[int, ...] = ()
     prior: str = "standard_normal"
     # mixture / vamp: mixture components (VampPrior: pseudo-inputs, each encoded every step).
     prior_components: int = 500
@@ -94,6 +99,13 @@ class ModelConfig:
         object.__setattr__(self, "hidden_units", tuple(self.hidden_units))
         object.__setattr__(self, "conv_filters", tuple(self.conv_filters))
         object.__setattr__(self, "image_shape", tuple(self.image_shape))
+        object.__setattr__(self, "autoregressive_units", tuple(self.autoregressive_units))
+        for units in self.autoregressive_units:
+            _positive_int("each of autoregressive_units", units)
+        if self.autoregressive_units and self.likelihood != "bernoulli":
+            raise ValueError("autoregressive_units (--autoregressive-units) make the Bernoulli decoder "
+                             f"autoregressive; likelihood is {self.likelihood!r}. Use likelihood "
+                             "'bernoulli' or drop --autoregressive-units.")
         if not self.hidden_units:
             raise ValueError("hidden_units must list at least one width, e.g. (512, 256).")
         for width in self.hidden_units:

@@ -99,6 +99,11 @@ def _checked_pixels(x: tf.Tensor, image_shape: tuple) -> tf.Tensor:
 def _serving_functions(model: VAE, num_samples: int, seed: int) -> dict:
     """One tf.function per signature (but serving_default); every output is batch-major."""
     config = model.config
+    if config.autoregressive_units:
+        raise ValueError("this model's decoder is autoregressive (autoregressive_units="
+                         f"{list(config.autoregressive_units)}): its p(x|z) has no closed-form mean for the "
+                         "decode/reconstruct/sample signatures, and exporting it is not supported yet. Export "
+                         "a model with a factorised decoder, or use tfp_vae.load() in Python.")
     latent_dim, image_shape = config.latent_dim, tuple(config.image_shape)
     image_spec = tf.TensorSpec([None, *image_shape], tf.float32, name="x")
     latent_spec = tf.TensorSpec([None, latent_dim], tf.float32, name="z")

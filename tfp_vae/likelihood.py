@@ -65,6 +65,10 @@ MODELS = {
                          "pseudo-inputs", Config(model=dataclasses.replace(_RESNET, prior="vamp", prior_components=100),
                                                  data=_PROTOCOL, training=dataclasses.replace(_MLP_TRAINING, epochs=250)),
                          reference="mlp"),
+    # An autoregressive decoder (a different class: compare with the PixelSNAIL rows). Not run yet.
+    "mlp_made": Model("the mlp network with an autoregressive decoder (a MADE of 500 units over the pixels, "
+                      "conditioned on z)", Config(model=dataclasses.replace(_MLP, autoregressive_units=(500,)),
+                                                   data=_PROTOCOL, training=_MLP_TRAINING), reference="mlp"),
 }
 
 PART_EXAMPLES = 1000

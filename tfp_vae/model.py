@@ -25,7 +25,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 import tf_keras
 
-from tfp_vae import network
+from tfp_vae import autoregressive, network
 from tfp_vae import prior as prior_lib
 from tfp_vae.config import ModelConfig
 from tfp_vae.prior import standard_normal_prior
@@ -103,9 +103,12 @@ def build_decoder(config: ModelConfig, mixed_precision: bool = False) -> tf_kera
     latents = tf_keras.Input(shape=(config.latent_dim,), name="z")
     logits = network.decoder_logits(latents, config, _body_dtype(mixed_precision))
     logits = _to_float32("logits_float32")(logits)
-    likelihood = tfpl.DistributionLambda(
-        lambda t: _likelihood(t, config), convert_to_tensor_fn=tfd.Distribution.mean,
-        name="likelihood", dtype="float32")(logits)
+    if config.autoregressive_units:
+        likelihood = autoregressive.AutoregressiveBernoulli(config, name="likelihood")([logits, latents])
+    else:
+        likelihood = tfpl.DistributionLambda(
+            lambda t: _likelihood(t, config), convert_to_tensor_fn=tfd.Distribution.mean,
+            name="likelihood", dtype="float32")(logits)
     return tf_keras.Model(latents, likelihood, name="decoder")
 
 
@@ -221,12 +224,22 @@ class VAE(tf_keras.Model):
     def likelihood(self, z) -> tfd.Distribution:
         return self.decoder(tf.convert_to_tensor(z, tf.float32), training=False)
 
-    def decode(self, z) -> tf.Tensor:
-        """Mean of p(x|z), [batch, height, width, channels]."""
+    def decode(self, z, seed=0) -> tf.Tensor:
+        """Mean of p(x|z), [batch, height, width, channels].
+
+        An autoregressive decoder has no closed-form mean: it returns the pixel probabilities
+        along one sample x ~ p(x|z) (one decoder pass per pixel), drawn with the integer `seed`."""
+        if self.config.autoregressive_units:
+            return self._autoregressive_path(tf.convert_to_tensor(z, tf.float32), tf.constant([seed, 1], tf.int32))
         return self.likelihood(z).mean()
 
+    @tf.function(reduce_retracing=True)
+    def _autoregressive_path(self, z, seed):
+        # In a graph: eagerly, the per-pixel loop would be hundreds of Python-level decoder calls.
+        return autoregressive.sample_path(self.decoder(z, training=False), seed)[1]
+
     def reconstruct(self, x) -> tf.Tensor:
-        """Mean of p(x|z) at the posterior mean z = E[q(z|x)]."""
+        """Mean of p(x|z) at the posterior mean z = E[q(z|x)] (see `decode`)."""
         loc, _ = self.encode(x)
         return self.decode(loc)
 
@@ -235,5 +248,5 @@ class VAE(tf_keras.Model):
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
         if isinstance(seed, int):  # TFP treats a lone int as a stateful op seed; a pair is stateless
-            seed = tf.constant([seed, 0], tf.int32)
+            return self.decode(self.prior.sample(num_samples, seed=tf.constant([seed, 0], tf.int32)), seed=seed)
         return self.decode(self.prior.sample(num_samples, seed=seed))

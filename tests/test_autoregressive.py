@@ -1,0 +1,162 @@
+from tfp_vae import _env  # noqa: F401
+
+import itertools
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_probability as tfp
+import tf_keras
+
+import tfp_vae
+from tfp_vae import autoregressive, evaluation, training
+from tfp_vae.config import ModelConfig
+from tfp_vae.export import export
+from tfp_vae.model import VAE
+
+tfd = tfp.distributions
+SHAPE = (2, 2, 1)
+EVERY_IMAGE = np.array(list(itertools.product([0.0, 1.0], repeat=4)), np.float32).reshape(16, *SHAPE)
+
+
+def small_model(seed=0, **overrides):
+    tf_keras.utils.set_random_seed(seed)
+    values = dict(image_shape=SHAPE, latent_dim=2, hidden_units=(8,), autoregressive_units=(12, 12))
+    values.update(overrides)
+    return VAE(ModelConfig(**values))
+
+
+def trained_small_model():
+    """A model after real Adam steps, so that the MADE weights have moved away from their init."""
+    model = small_model()
+    model.compile(tf_keras.optimizers.Adam(5e-2))
+    data = EVERY_IMAGE[np.random.default_rng(0).integers(0, 16, 256)]
+    model.fit(data, batch_size=32, epochs=3, verbose=0)
+    return model
+
+
+@pytest.fixture(scope="module")
+def trained():
+    return trained_small_model()
+
+
+def total_probability(model, z):
+    """sum over all 16 binary 2x2 images of p(x|z), for each z."""
+    rows = tf.repeat(z, len(EVERY_IMAGE), axis=0)
+    log_prob = model.likelihood(rows).log_prob(np.tile(EVERY_IMAGE, (len(z), 1, 1, 1)))
+    return tf.reduce_sum(tf.reshape(tf.exp(log_prob), [len(z), len(EVERY_IMAGE)]), 1).numpy()
+
+
+def test_p_x_given_z_sums_to_one_over_every_image_after_training(trained):
+    z = np.random.default_rng(1).normal(size=(5, 2)).astype(np.float32) * 2
+    np.testing.assert_allclose(total_probability(trained, z), 1.0, atol=1e-5)
+
+
+def test_each_pixel_depends_only_on_the_pixels_before_it_after_training(trained):
+    likelihood = trained.likelihood(tf.repeat(tf.constant([[0.3, -1.0]]), 16, axis=0))
+    conditionals = likelihood.tensor_distribution.distribution_fn
+    x = tf.constant(EVERY_IMAGE)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        logits = tf.reshape(conditionals(x).distribution.logits, [16, 4])
+    jacobians = tf.reshape(tape.batch_jacobian(logits, x), [16, 4, 4]).numpy()  # [image, pixel, input pixel]
+    upper = np.triu_indices(4)
+    assert np.all(jacobians[:, upper[0], upper[1]] == 0.0), jacobians
+    # ...and the network does look at earlier pixels (for some image: ReLUs switch off for others).
+    lower = np.tril_indices(4, -1)
+    assert np.abs(jacobians[:, lower[0], lower[1]]).max() > 1e-3, jacobians
+
+
+class RecordingDecoder(tf_keras.Model):
+    """Wraps the decoder to keep the z it was given, so the test can recompute the loss."""
+
+    def __init__(self, decoder):
+        super().__init__()
+        self.inner = decoder
+        self.seen = []
+
+    def call(self, z, training=None):
+        self.seen.append(tf.identity(z))
+        return self.inner(z, training=training)
+
+
+def test_fit_minimises_minus_the_autoregressive_log_prob_plus_the_kl():
+    model = small_model(seed=4)
+    model.compile(tf_keras.optimizers.SGD(0.0), run_eagerly=True)
+    x = EVERY_IMAGE[[1, 6, 9, 15, 0, 3]]
+    recorder = RecordingDecoder(model.decoder)
+    model.decoder = recorder
+    logs = model.fit(x, batch_size=len(x), epochs=1, verbose=0, shuffle=False).history
+    model.decoder = recorder.inner
+    z = recorder.seen[-1]
+    log_prob = model.likelihood(z).log_prob(x).numpy()
+    posterior = model.posterior(x)
+    kl = tfd.kl_divergence(posterior, tfd.MultivariateNormalDiag(loc=tf.zeros(2))).numpy()
+    assert logs["reconstruction"][-1] == pytest.approx(log_prob.mean(), rel=1e-5)
+    assert logs["loss"][-1] == pytest.approx(-log_prob.mean() + kl.mean(), rel=1e-5)
+
+
+def test_decode_and_sample_are_reproducible_binary_path_probabilities(trained):
+    first = trained.sample(6, seed=3).numpy()
+    again = trained.sample(6, seed=3).numpy()
+    other = trained.sample(6, seed=4).numpy()
+    assert first.shape == (6, *SHAPE) and np.all((first >= 0) & (first <= 1))
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)
+    assert trained.reconstruct(EVERY_IMAGE[:3]).shape == (3, *SHAPE)
+
+
+def test_sample_path_draws_from_p_x_given_z(trained):
+    # Empirical frequencies of the 16 images over many seeds match exp(log_prob).
+    z = tf.constant([[0.5, 0.5]])
+    likelihood = trained.likelihood(tf.repeat(z, 2000, axis=0))
+    x, _ = autoregressive.sample_path(likelihood, tf.constant([7, 7], tf.int32))
+    codes = (x.numpy().reshape(-1, 4) @ np.array([8, 4, 2, 1])).astype(int)
+    frequencies = np.bincount(codes, minlength=16) / len(codes)
+    expected = np.exp(trained.likelihood(tf.repeat(z, 16, axis=0)).log_prob(EVERY_IMAGE).numpy())
+    assert np.abs(frequencies - expected).max() < 0.04, (frequencies, expected)
+
+
+def test_importance_sampled_log_likelihood_bounds_the_elbo(trained):
+    dataset = tf.data.Dataset.from_tensor_slices(EVERY_IMAGE).batch(8)
+    summary = evaluation.evaluate(trained.encoder, trained.decoder, trained.prior, dataset, 64, verbose=0)
+    assert np.isfinite(summary["log_likelihood"])
+    assert summary["elbo"] <= summary["log_likelihood"] < 0
+
+
+def test_export_is_refused_with_a_clear_error(trained, tmp_path):
+    with pytest.raises(ValueError, match="autoregressive"):
+        export(trained, str(tmp_path / "ar"), num_samples=2)
+    assert not os.path.exists(tmp_path / "ar" / "1")
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (dict(autoregressive_units=(0,)), "autoregressive_units"),
+    (dict(likelihood="continuous_bernoulli"), "bernoulli"),
+])
+def test_config_rejects_bad_autoregressive_settings(overrides, message):
+    values = dict(autoregressive_units=(8,))
+    values.update(overrides)
+    with pytest.raises(ValueError, match=message):
+        ModelConfig(**values)
+
+
+def test_train_and_load_round_trip_keeps_the_made_weights(tmp_path):
+    config = tfp_vae.Config().replace(
+        model={"latent_dim": 4, "hidden_units": (32,), "autoregressive_units": (32,)},
+        data={"train_examples": 256, "validation_examples": 128},
+        training={"epochs": 1, "batch_size": 64},
+    )
+    workdir = str(tmp_path / "run")
+    metrics = training.train(config, workdir, verbose=0)
+    assert metrics["test"]["elbo"] < 0
+    assert json.load(open(os.path.join(workdir, "config.json")))["model"]["autoregressive_units"] == [32]
+    model = tfp_vae.load(workdir)
+    trained_again = tfp_vae.load(workdir)
+    x = np.zeros((2, 28, 28, 1), np.float32)
+    z = tf.zeros((2, 4))
+    np.testing.assert_allclose(model.likelihood(z).log_prob(x), trained_again.likelihood(z).log_prob(x))
+    fresh = VAE(config.model)
+    assert not np.allclose(fresh.likelihood(z).log_prob(x), model.likelihood(z).log_prob(x))

@@ -69,6 +69,19 @@ def test_a_budgeted_run_stops_then_resumes_to_a_full_row(tmp_path):
     assert f"{other['aggregate_posterior']['marginal_kl']:.3f}" in text
     assert f"{-row['test_nll']:.2f}" in text  # and both likelihoods
 
+    # A report written by an older version (no leave-one-out numbers) is redone, not a KeyError.
+    path = os.path.join(workdir, "diagnosis.json")
+    with open(path) as handle:
+        older = json.load(handle)
+    del older["marginal_kl_leave_one_out"], older["marginal_kl_leave_one_out_stderr"]
+    with open(path, "w") as handle:
+        json.dump(older, handle)
+    again = likelihood.run("tiny", workdir, config=tiny_config(), num_samples=8, examples=1500, verbose=0)
+    assert again["aggregate_posterior"]["marginal_kl_leave_one_out"] == pytest.approx(
+        numbers["marginal_kl_leave_one_out"], rel=1e-5)
+    with open(path) as handle:
+        assert "marginal_kl_leave_one_out" in json.load(handle)
+
 
 def test_evaluation_in_parts_equals_one_evaluation_and_resumes(tmp_path):
     workdir = str(tmp_path / "run")

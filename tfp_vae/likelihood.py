@@ -187,17 +187,19 @@ def _diagnosis(workdir: str, examples: Optional[int], reference: Optional[str]) 
     recomputed when the weights are newer than the last report, or it lacks the reference."""
     path = os.path.join(workdir, "diagnosis.json")
     weights = os.path.join(workdir, training.WEIGHTS)
+    keys = ("mean_kl", "mean_kl_stderr", "mutual_information", "mutual_information_stderr",
+            "marginal_kl", "marginal_kl_stderr", "marginal_kl_leave_one_out", "marginal_kl_leave_one_out_stderr",
+            "active_units", "examples", "kl_is_exact")
     summary = None
     if os.path.exists(path) and os.path.getmtime(path) >= os.path.getmtime(weights):
         with open(path) as handle:
             summary = json.load(handle)
         if reference is not None and summary.get("reference", {}).get("workdir") != reference:
             summary = None
+        elif any(key not in summary for key in keys):  # written by an older version of the report
+            summary = None
     if summary is None:
         summary = report.diagnose_run(workdir, split="test", examples=examples, reference=reference)
-    keys = ("mean_kl", "mean_kl_stderr", "mutual_information", "mutual_information_stderr",
-            "marginal_kl", "marginal_kl_stderr", "marginal_kl_leave_one_out", "marginal_kl_leave_one_out_stderr",
-            "active_units", "examples", "kl_is_exact")
     return {key: summary[key] for key in keys}
 
 

@@ -263,7 +263,8 @@ def test_train_is_shuffled_each_epoch_and_labels_follow_images():
     raw_labels = data.read_idx(os.path.join(IDX_DIR, TRAIN_LABELS))[:300]
     raw = raw_train()[:300]
     lookup = {raw[i].tobytes(): raw_labels[i] for i in range(300)}
-    assert all(lookup[np.uint8(np.round(x[..., 0] * 255)).tobytes()] == y for x, y in zip(x1, y1))
+    for images, labels in ((x1, y1), (x2, y2)):  # both epochs keep each label with its image
+        assert all(lookup[np.uint8(np.round(x[..., 0] * 255)).tobytes()] == y for x, y in zip(images, labels))
 
 
 def test_make_datasets():

@@ -9,20 +9,9 @@ import tf_keras
 from tfp_vae.config import ModelConfig
 from tfp_vae.model import VAE
 
+from helpers import one_training_step
+
 tfd = tfp.distributions
-
-
-class RecordingDecoder(tf_keras.Model):
-    """Wraps the decoder to keep the z it was given, so a test can recompute the loss."""
-
-    def __init__(self, decoder):
-        super().__init__()
-        self.inner = decoder
-        self.seen = []
-
-    def call(self, z, training=None):
-        self.seen.append(tf.identity(z))
-        return self.inner(z, training=training)
 
 
 def tiny_config(**overrides):
@@ -33,15 +22,6 @@ def tiny_config(**overrides):
 
 def binary_images(count, shape=(28, 28, 1), seed=0):
     return (np.random.default_rng(seed).random((count, *shape)) < 0.3).astype(np.float32)
-
-
-def one_training_step(model, x):
-    """Runs one real `fit` step with learning rate 0 and returns its logs and the z it used."""
-    recorder = RecordingDecoder(model.decoder)
-    model.decoder = recorder
-    logs = model.fit(x, batch_size=len(x), epochs=1, verbose=0, shuffle=False).history
-    model.decoder = recorder.inner
-    return {name: values[-1] for name, values in logs.items()}, recorder.seen[-1]
 
 
 def independent_terms(model, x, z):

@@ -15,6 +15,8 @@ from tfp_vae import prior as prior_lib
 from tfp_vae.config import ModelConfig
 from tfp_vae.model import VAE, build_encoder
 
+from helpers import one_training_step
+
 tfd = tfp.distributions
 
 
@@ -26,16 +28,6 @@ def tiny(prior, **overrides):
     values = dict(latent_dim=3, hidden_units=(16,), prior=prior, prior_components=4)
     values.update(overrides)
     return ModelConfig(**values)
-
-
-class RecordingDecoder(tf_keras.Model):
-    def __init__(self, decoder):
-        super().__init__()
-        self.inner, self.seen = decoder, []
-
-    def call(self, z, training=None):
-        self.seen.append(tf.identity(z))
-        return self.inner(z, training=training)
 
 
 def independent_prior(model):
@@ -60,11 +52,8 @@ def test_fit_minimises_mean_negative_log_likelihood_plus_beta_monte_carlo_kl(pri
     model = VAE(tiny(prior))
     model.compile(tf_keras.optimizers.SGD(0.0), beta=beta, run_eagerly=True)
     x = binary_images(16)
-    recorder = RecordingDecoder(model.decoder)
-    model.decoder = recorder
-    logs = {k: v[-1] for k, v in model.fit(x, batch_size=16, epochs=1, verbose=0, shuffle=False).history.items()}
-    model.decoder = recorder.inner
-    z = recorder.seen[-1].numpy()
+    logs, z = one_training_step(model, x)
+    z = z.numpy()
     posterior = model.encoder(x)
     kl = posterior.log_prob(z).numpy() - independent_prior(model).log_prob(z).numpy()
     log_likelihood = model.decoder(z).log_prob(x).numpy()

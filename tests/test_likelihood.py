@@ -47,6 +47,9 @@ def test_a_budgeted_run_stops_then_resumes_to_a_full_row(tmp_path):
         assert json.load(handle) == json.loads(json.dumps(row))
     text = likelihood.table_row(row)
     assert text.startswith("| tiny |") and f"{row['test_nll']:.2f}" in text
+    assert row["timed_epochs"] == 2 and "timed" not in text
+    # Epochs trained before the epoch clock existed are not in training_seconds: the row says so.
+    assert "(1 of 2 epochs timed)" in likelihood.table_row(dict(row, timed_epochs=1))
     assert text.count("|") == likelihood.TABLE_HEADER.splitlines()[0].count("|")
     # The aggregate-posterior report ran on the same test images: the KL splits into I_q + marginal.
     numbers = row["aggregate_posterior"]

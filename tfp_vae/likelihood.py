@@ -15,6 +15,7 @@ with the same samples as an evaluation in one go). WORKDIR/likelihood.json holds
 """
 from tfp_vae import _env  # noqa: F401  (must precede tensorflow)
 
+import csv
 import dataclasses
 import json
 import math
@@ -163,6 +164,7 @@ def run(name: str, workdir: str, time_budget: Optional[float] = None, *, config:
         "epochs_planned": metrics["epochs_planned"], "best_epoch": metrics.get("best_epoch"),
         "training_seconds": metrics["training_seconds"], "validation_elbo": metrics["validation"].get("elbo"),
         "machine": _machine(), "status": "training",
+        "timed_epochs": _timed_epochs(workdir),
     }
     if metrics["finished"]:
         row["status"] = "evaluating"
@@ -203,9 +205,26 @@ def _diagnosis(workdir: str, examples: Optional[int], reference: Optional[str]) 
     return {key: summary[key] for key in keys}
 
 
+def _timed_epochs(workdir: str) -> int:
+    """How many epochs the epoch clock timed: fewer than were trained when part of the run was
+    trained by a version without it, so training_seconds then covers only those epochs."""
+    path = os.path.join(workdir, training.EPOCH_TIMES)
+    if not os.path.exists(path):
+        return 0
+    with open(path) as handle:
+        return len({row["epoch"] for row in csv.DictReader(handle)})
+
+
 def _duration(seconds: float) -> str:
     hours, minutes = divmod(round(seconds / 60), 60)
     return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min"
+
+
+def _training_time(row: dict) -> str:
+    timed = row.get("timed_epochs", row["epochs"])
+    if timed >= row["epochs"]:
+        return _duration(row["training_seconds"])
+    return f"{_duration(row['training_seconds'])} ({timed} of {row['epochs']} epochs timed)"
 
 
 def table_row(row: dict) -> str:
@@ -213,8 +232,8 @@ def table_row(row: dict) -> str:
     epochs = f"{row['epochs']}" + (f" (best {row['best_epoch']})" if row.get("best_epoch") else "")
     if row["status"] != "done":
         return (f"| {row['model']} | {row['parameters']:,} | {epochs} of {row['epochs_planned']} | "
-                f"{_duration(row['training_seconds'])} | ({row['status']}) | ({row['status']}) |")
-    return (f"| {row['model']} | {row['parameters']:,} | {epochs} | {_duration(row['training_seconds'])} | "
+                f"{_training_time(row)} | ({row['status']}) | ({row['status']}) |")
+    return (f"| {row['model']} | {row['parameters']:,} | {epochs} | {_training_time(row)} | "
             f"{row['test_elbo']:.2f} | **{row['test_nll']:.2f}** ± {row['test_nll_stderr']:.2f} |")
 
 

@@ -13,7 +13,6 @@ import tf_keras
 import tfp_vae
 from tfp_vae import autoregressive, data, evaluation, likelihood
 from tfp_vae.config import ModelConfig
-from tfp_vae.export import export
 from tfp_vae.model import VAE
 
 from helpers import one_training_step
@@ -97,7 +96,7 @@ def test_sample_path_draws_from_p_x_given_z(trained):
     # Empirical frequencies of the 16 images over many seeds match exp(log_prob).
     z = tf.constant([[0.5, 0.5]])
     likelihood = trained.likelihood(tf.repeat(z, 2000, axis=0))
-    x, _ = autoregressive.sample_path(likelihood, tf.constant([7, 7], tf.int32))
+    x, _ = autoregressive.sample_path(likelihood, autoregressive.pixel_noise([2000, *SHAPE], [7, 7]))
     codes = (x.numpy().reshape(-1, 4) @ np.array([8, 4, 2, 1])).astype(int)
     frequencies = np.bincount(codes, minlength=16) / len(codes)
     expected = np.exp(trained.likelihood(tf.repeat(z, 16, axis=0)).log_prob(EVERY_IMAGE).numpy())
@@ -109,12 +108,6 @@ def test_importance_sampled_log_likelihood_bounds_the_elbo(trained):
     summary = evaluation.evaluate(trained.encoder, trained.decoder, trained.prior, dataset, 64, verbose=0)
     assert np.isfinite(summary["log_likelihood"])
     assert summary["elbo"] <= summary["log_likelihood"] < 0
-
-
-def test_export_is_refused_with_a_clear_error(trained, tmp_path):
-    with pytest.raises(ValueError, match="autoregressive"):
-        export(trained, str(tmp_path / "ar"), num_samples=2)
-    assert not os.path.exists(tmp_path / "ar" / "1")
 
 
 @pytest.mark.parametrize("overrides,message", [

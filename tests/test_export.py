@@ -80,6 +80,17 @@ def exported_conv(tmp_path_factory):
     return export(model, base, num_samples=NUM_SAMPLES, seed=SEED), model
 
 
+@pytest.fixture(scope="module")
+def exported_autoregressive(tmp_path_factory):
+    """An autoregressive (MADE) decoder after a few steps, on 8x8 images: 64 passes per sample."""
+    tf_keras.utils.set_random_seed(2)
+    model = VAE(ModelConfig(latent_dim=2, hidden_units=(16,), image_shape=(8, 8, 1), autoregressive_units=(32,)))
+    model.compile(tf_keras.optimizers.Adam(1e-2))
+    model.fit(binary_images(256, (8, 8, 1), seed=2), batch_size=32, epochs=2, verbose=0)
+    base = str(tmp_path_factory.mktemp("saved_models") / "ar_vae")
+    return export(model, base, num_samples=NUM_SAMPLES, seed=SEED), model
+
+
 def inputs_for(model, seed=5):
     shape = model.config.image_shape
     images = binary_images(5, shape, seed) if model.config.likelihood == "bernoulli" else \
@@ -145,9 +156,10 @@ def expected_score(model, x, num_samples, seed):
             "mean_log_weight": log_weights.mean(axis=0)}
 
 
-def test_fresh_tensorflow_only_process_matches_the_in_memory_model(exported, exported_conv, tmp_path):
+def test_fresh_tensorflow_only_process_matches_the_in_memory_model(exported, exported_conv,
+                                                                   exported_autoregressive, tmp_path):
     jobs, models = [], []
-    for index, (path, model) in enumerate((exported, exported_conv)):
+    for index, (path, model) in enumerate((exported, exported_conv, exported_autoregressive)):
         np.savez(tmp_path / f"inputs{index}.npz", **inputs_for(model))
         jobs.append([path, str(tmp_path / f"inputs{index}.npz"), str(tmp_path / f"outputs{index}.npz")])
         models.append(model)
@@ -157,8 +169,8 @@ def test_fresh_tensorflow_only_process_matches_the_in_memory_model(exported, exp
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert not {"tensorflow_probability", "tf_keras", "tfp_vae"} & set(report["modules"]), report["modules"]
     # One warmup request per signature, each replayed without error and batch-major.
-    assert sorted(signature for _, signature, _ in report["warmup"]) == sorted(SIGNATURES * 2)
-    assert {name for name, _, _ in report["warmup"]} == {"tiny_vae", "conv_vae"}
+    assert sorted(signature for _, signature, _ in report["warmup"]) == sorted(SIGNATURES * 3)
+    assert {name for name, _, _ in report["warmup"]} == {"tiny_vae", "conv_vae", "ar_vae"}
     assert all(shape[0] == 2 for _, _, shapes in report["warmup"] for shape in shapes.values())
 
     for (path, inputs_path, outputs_path), model in zip(jobs, models):
@@ -168,8 +180,9 @@ def test_fresh_tensorflow_only_process_matches_the_in_memory_model(exported, exp
         for signature in ("encode", "serving_default"):
             np.testing.assert_allclose(served[f"{signature}/z_mean"], loc, atol=1e-5)
             np.testing.assert_allclose(served[f"{signature}/z_stddev"], scale, atol=1e-5)
-        np.testing.assert_allclose(served["decode/x_mean"], model.decode(z), atol=1e-5)
-        np.testing.assert_allclose(served["reconstruct/x_mean"], model.reconstruct(x), atol=1e-5)
+        # (The seed only matters to an autoregressive decoder: the noise of its sample path.)
+        np.testing.assert_allclose(served["decode/x_mean"], model.decode(z, seed=SEED), atol=1e-5)
+        np.testing.assert_allclose(served["reconstruct/x_mean"], model.reconstruct(x, seed=SEED), atol=1e-5)
 
         score = {key: served[f"score/{key}"] for key in ("elbo", "kl", "reconstruction", "log_likelihood")}
         expected = expected_score(model, x, NUM_SAMPLES, SEED)
@@ -196,7 +209,12 @@ def test_fresh_tensorflow_only_process_matches_the_in_memory_model(exported, exp
         np.testing.assert_array_equal(samples[0], samples[2])
         assert not np.allclose(samples[0], samples[1]) and not np.allclose(samples[0], samples[3])
         np.testing.assert_allclose(images[0], model.sample(1, seed=7)[0], atol=1e-5)
-        np.testing.assert_allclose(images, model.decode(samples), atol=1e-5)
+        np.testing.assert_allclose(images[1], model.sample(1, seed=0)[0], atol=1e-5)
+        if model.config.autoregressive_units:  # each row's pixel noise comes from its own seed
+            np.testing.assert_array_equal(images[0], images[2])
+            assert not np.allclose(images[0], images[1])
+        else:
+            np.testing.assert_allclose(images, model.decode(samples), atol=1e-5)
 
 
 def test_saved_model_cli_tf1_session_runs_encode_and_rejects_nan(exported, tmp_path):

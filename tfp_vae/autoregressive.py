@@ -18,7 +18,10 @@ import tensorflow_probability as tfp
 
 from tfp_vae.config import ModelConfig
 
-__all__ = ["AutoregressiveBernoulli", "is_autoregressive", "sample_path"]
+__all__ = ["AutoregressiveBernoulli", "is_autoregressive", "pixel_noise", "sample_path"]
+
+# Folded into a seed pair for the pixel noise: a stream apart from the prior's draw z.
+_PIXEL_STREAM = 2
 
 tfd = tfp.distributions
 tfb = tfp.bijectors
@@ -63,21 +66,32 @@ def is_autoregressive(likelihood) -> bool:
     return isinstance(getattr(likelihood, "tensor_distribution", likelihood), tfd.Autoregressive)
 
 
-def sample_path(likelihood, seed) -> tuple:
+def pixel_noise(shape, seed) -> tf.Tensor:
+    """Uniform noise of `shape` ([batch, H, W, C]) for `sample_path`, from a stateless seed pair.
+
+    The stream is folded in, so it never equals the prior's draw from the same pair, and it is
+    counter-based: row 0 of a [n, ...] draw equals a [...] draw, so a one-image sample reproduces
+    in a signature that draws one image per seed.
+    """
+    seed = tf.random.experimental.stateless_fold_in(tf.convert_to_tensor(seed, tf.int32), _PIXEL_STREAM)
+    return tf.random.stateless_uniform(shape, seed=seed)
+
+
+def sample_path(likelihood, noise) -> tuple:
     """(x ~ p(x|z), the pixel probabilities along it) for a tfd.Autoregressive likelihood.
 
-    One pass per pixel in a tf.while_loop (TFP's own sampler unrolls the D passes into the graph):
-    pass i redraws every pixel given the previous draw, and pixel i is final from then on, since it
-    depends only on pixels before it. `seed` is a stateless seed pair.
+    `noise`: uniform in [0, 1), the shape of x (`pixel_noise`); pixel i is 1 where noise_i is
+    below its probability given the pixels before it. One pass per pixel in a tf.while_loop (TFP's
+    own sampler unrolls the D passes into the graph): pass i recomputes every pixel from the
+    previous draw, and pixel i is final from then on, since it depends only on pixels before it.
+    Each image depends on its own row of noise only, never on the rest of the batch.
     """
     likelihood = getattr(likelihood, "tensor_distribution", likelihood)
     conditionals = likelihood.distribution_fn
     steps = likelihood.num_steps  # the pixel count: the layer sets it (event_shape is not static)
-    seed = tf.convert_to_tensor(seed, tf.int32)
 
     def step(index, x):
-        return index + 1, conditionals(x).sample(seed=tf.random.experimental.stateless_fold_in(seed, index))
+        return index + 1, tf.cast(noise < conditionals(x).mean(), tf.float32)
 
-    x0 = tf.zeros_like(likelihood.sample0)
-    _, x = tf.while_loop(lambda index, _: index < steps, step, [tf.constant(0), x0])
+    _, x = tf.while_loop(lambda index, _: index < steps, step, [tf.constant(0), tf.zeros_like(noise)])
     return x, conditionals(x).mean()

@@ -33,6 +33,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 import tfp_vae
+from tfp_vae import autoregressive
 from tfp_vae import prior as prior_lib
 from tfp_vae import training
 from tfp_vae.model import VAE
@@ -99,11 +100,6 @@ def _checked_pixels(x: tf.Tensor, image_shape: tuple) -> tf.Tensor:
 def _serving_functions(model: VAE, num_samples: int, seed: int) -> dict:
     """One tf.function per signature (but serving_default); every output is batch-major."""
     config = model.config
-    if config.autoregressive_units:
-        raise ValueError("this model's decoder is autoregressive (autoregressive_units="
-                         f"{list(config.autoregressive_units)}): its p(x|z) has no closed-form mean for the "
-                         "decode/reconstruct/sample signatures, and exporting it is not supported yet. Export "
-                         "a model with a factorised decoder, or use tfp_vae.load() in Python.")
     latent_dim, image_shape = config.latent_dim, tuple(config.image_shape)
     image_spec = tf.TensorSpec([None, *image_shape], tf.float32, name="x")
     latent_spec = tf.TensorSpec([None, latent_dim], tf.float32, name="z")
@@ -115,6 +111,19 @@ def _serving_functions(model: VAE, num_samples: int, seed: int) -> dict:
     def likelihood(z):
         return model.decoder(z, training=False)
 
+    def x_mean(z, noise_seeds=None):
+        """The mean of p(x|z); for an autoregressive decoder, the pixel probabilities along one
+        sample path (VAE.decode): with the export seed for every row, or one seed pair per row."""
+        if not config.autoregressive_units:
+            return likelihood(z).mean()
+        if noise_seeds is None:
+            noise = autoregressive.pixel_noise(tf.concat([tf.shape(z)[:1], image_shape], 0),
+                                               tf.constant([seed, 0], tf.int32))
+        else:
+            noise = tf.map_fn(lambda pair: autoregressive.pixel_noise(image_shape, pair), noise_seeds,
+                              fn_output_signature=tf.TensorSpec(image_shape, tf.float32))
+        return autoregressive.sample_path(likelihood(z), noise)[1]
+
     @tf.function(input_signature=[image_spec])
     def encode(x):
         q = posterior(x)
@@ -122,11 +131,11 @@ def _serving_functions(model: VAE, num_samples: int, seed: int) -> dict:
 
     @tf.function(input_signature=[latent_spec])
     def decode(z):
-        return {"x_mean": likelihood(_checked(z, "z", (latent_dim,))).mean()}
+        return {"x_mean": x_mean(_checked(z, "z", (latent_dim,)))}
 
     @tf.function(input_signature=[image_spec])
     def reconstruct(x):
-        return {"x_mean": likelihood(posterior(x).mean()).mean()}
+        return {"x_mean": x_mean(posterior(x).mean())}
 
     @tf.function(input_signature=[image_spec])
     def score(x):
@@ -157,7 +166,7 @@ def _serving_functions(model: VAE, num_samples: int, seed: int) -> dict:
         pairs = tf.bitcast(_checked(seed, "seed", ()), tf.int32)
         z = tf.map_fn(lambda pair: model.prior.sample(1, seed=pair)[0], pairs,
                       fn_output_signature=tf.TensorSpec([latent_dim], tf.float32))
-        return {"z": z, "x_mean": likelihood(z).mean()}
+        return {"z": z, "x_mean": x_mean(z, noise_seeds=pairs)}
 
     return {"encode": encode, "decode": decode, "reconstruct": reconstruct, "score": score, "sample": sample}
 

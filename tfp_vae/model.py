@@ -230,18 +230,21 @@ class VAE(tf_keras.Model):
         An autoregressive decoder has no closed-form mean: it returns the pixel probabilities
         along one sample x ~ p(x|z) (one decoder pass per pixel), drawn with the integer `seed`."""
         if self.config.autoregressive_units:
-            return self._autoregressive_path(tf.convert_to_tensor(z, tf.float32), tf.constant([seed, 1], tf.int32))
+            z = tf.convert_to_tensor(z, tf.float32)
+            noise = autoregressive.pixel_noise(
+                tf.concat([tf.shape(z)[:1], self.config.image_shape], 0), tf.constant([seed, 0], tf.int32))
+            return self._autoregressive_path(z, noise)
         return self.likelihood(z).mean()
 
     @tf.function(reduce_retracing=True)
-    def _autoregressive_path(self, z, seed):
+    def _autoregressive_path(self, z, noise):
         # In a graph: eagerly, the per-pixel loop would be hundreds of Python-level decoder calls.
-        return autoregressive.sample_path(self.decoder(z, training=False), seed)[1]
+        return autoregressive.sample_path(self.decoder(z, training=False), noise)[1]
 
-    def reconstruct(self, x) -> tf.Tensor:
-        """Mean of p(x|z) at the posterior mean z = E[q(z|x)] (see `decode`)."""
+    def reconstruct(self, x, seed=0) -> tf.Tensor:
+        """Mean of p(x|z) at the posterior mean z = E[q(z|x)] (see `decode` for `seed`)."""
         loc, _ = self.encode(x)
-        return self.decode(loc)
+        return self.decode(loc, seed=seed)
 
     def sample(self, num_samples: int, seed=None) -> tf.Tensor:
         """Means of p(x|z) for z drawn from the prior; an integer `seed` gives the same draw every call."""
@@ -249,4 +252,5 @@ class VAE(tf_keras.Model):
             raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
         if isinstance(seed, int):  # TFP treats a lone int as a stateful op seed; a pair is stateless
             return self.decode(self.prior.sample(num_samples, seed=tf.constant([seed, 0], tf.int32)), seed=seed)
-        return self.decode(self.prior.sample(num_samples, seed=seed))
+        # No integer seed: a fresh draw, of the pixels too for an autoregressive decoder.
+        return self.decode(self.prior.sample(num_samples, seed=seed), seed=int(np.random.randint(2 ** 31)))

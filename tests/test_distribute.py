@@ -202,9 +202,10 @@ def test_an_empty_replica_batch_gives_zero_terms_not_nan():
 # ---------------------------------------------------------------- mixed precision
 
 
-def test_mixed_precision_trains_on_cpu_and_loads_as_float32(tmp_path):
+@pytest.mark.parametrize("autoregressive_units", [(), (32,)], ids=["factorised", "autoregressive_decoder"])
+def test_mixed_precision_trains_on_cpu_and_loads_as_float32(tmp_path, autoregressive_units):
     config = tfp_vae.Config().replace(
-        model={"latent_dim": 4, "hidden_units": (32,)},
+        model={"latent_dim": 4, "hidden_units": (32,), "autoregressive_units": autoregressive_units},
         data={"train_examples": 512, "validation_examples": 256},
         training={"epochs": 2, "batch_size": 64, "mixed_precision": True, "steps_per_execution": 4})
     metrics = training.train(config, str(tmp_path), verbose=0)
@@ -296,7 +297,8 @@ def test_mirrored_over_two_cpu_devices_matches_one_device():
     assert values["replica_draws_differ"]
 
 
-@pytest.mark.parametrize("prior", [[], ["--prior", "vamp", "--prior-components", "8"]], ids=["n01", "vamp"])
+@pytest.mark.parametrize("prior", [[], ["--prior", "vamp", "--prior-components", "8"], ["--autoregressive-units", "32"]],
+                         ids=["n01", "vamp", "autoregressive_decoder"])
 def test_mirrored_trainer_agrees_with_the_default_trainer(tmp_path, prior):
     arguments = [*TINY, "--epochs", "2", "--seed", "3", *prior]
     logs = [str(tmp_path / "default.log"), str(tmp_path / "mirrored.log")]

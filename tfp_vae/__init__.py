@@ -17,10 +17,12 @@ from tfp_vae.prior import build_prior
 from tfp_vae.training import build_model, load, train
 # Modules with their own entry points: data.make_datasets, evaluation.evaluate_run,
 # report.diagnose_run, export.export, likelihood.run.
-from tfp_vae import data, diagnosis, evaluation, export, likelihood, network, prior, report  # noqa: E402
+# (tuning and hypermodel are not imported here: keras-tuner binds Keras 3 when it loads.)
+from tfp_vae import (autoregressive, data, diagnosis, evaluation, export, likelihood, network,  # noqa: E402
+                     prior, report)
 
 __all__ = [
-    "Config", "DataConfig", "ModelConfig", "TrainingConfig", "VAE", "build_decoder", "build_encoder",
+    "Config", "DataConfig", "ModelConfig", "TrainingConfig", "VAE", "autoregressive", "build_decoder", "build_encoder",
     "build_model", "build_prior", "data", "diagnosis", "evaluation", "export", "likelihood", "load",
     "load_config", "network", "prior", "report", "save_config", "standard_normal_prior", "train",
 ]

@@ -55,6 +55,13 @@ def test_p_x_given_z_sums_to_one_over_every_image_after_training(trained):
     np.testing.assert_allclose(total_probability(trained, z), 1.0, atol=1e-5)
 
 
+@pytest.mark.parametrize("architecture", ["conv", "resnet"])
+def test_a_conv_body_feeds_the_made_the_same_way(architecture):
+    model = small_model(seed=1, architecture=architecture, conv_filters=(4,))
+    z = np.random.default_rng(2).normal(size=(3, 2)).astype(np.float32)
+    np.testing.assert_allclose(total_probability(model, z), 1.0, atol=1e-5)
+
+
 def test_each_pixel_depends_only_on_the_pixels_before_it_after_training(trained):
     likelihood = trained.likelihood(tf.repeat(tf.constant([[0.3, -1.0]]), 16, axis=0))
     conditionals = likelihood.tensor_distribution.distribution_fn

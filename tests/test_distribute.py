@@ -18,6 +18,7 @@ import time
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import tfp_vae
 from tfp_vae import cli, distribute, training
@@ -216,7 +217,17 @@ def test_mixed_precision_trains_on_cpu_and_loads_as_float32(tmp_path, autoregres
         losses = [float(row["loss"]) for row in csv.DictReader(handle)]
     assert losses[1] < losses[0]
     model = tfp_vae.load(str(tmp_path))  # inference model: float32 throughout
-    assert {layer.compute_dtype for layer in model.encoder.layers} == {"float32"}
+    assert {layer.compute_dtype for layer in model.encoder.layers + model.decoder.layers} == {"float32"}
+    if autoregressive_units:
+        # The MADE's masks survived the loss-scaled float16 updates: pixel i's logit has zero
+        # gradient with respect to pixel i and every later pixel.
+        conditionals = model.likelihood(tf.zeros((1, 4))).tensor_distribution.distribution_fn
+        x = tf.constant((np.random.default_rng(0).random((1, 28, 28, 1)) < 0.3).astype(np.float32))
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            logits = tf.reshape(conditionals(x).distribution.logits, [784])
+        jacobian = tf.reshape(tape.jacobian(logits, x), [784, 784]).numpy()
+        assert np.all(np.triu(jacobian) == 0.0) and np.abs(np.tril(jacobian, -1)).max() > 0
 
 
 # ---------------------------------------------------------------- mirrored over 2 logical CPUs

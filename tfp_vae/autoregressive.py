@@ -3,9 +3,15 @@
 `l(z)` are the decoder body's logits (the factorised decoder) and `m` a MADE (Germain et al.
 2015; `tfp.bijectors.AutoregressiveNetwork`, conditioned on z at every layer) over the pixels in
 raster order, so each pixel also sees the pixels before it. The distribution is a
-`tfd.Autoregressive`: `log_prob(x)` is one pass of the MADE over x (for 500 units, about the
-matrix work of the 300-300 MLP decoder again), sampling is one pass per pixel (`sample_path`).
+`tfd.Autoregressive`: `log_prob(x)` is one pass of the MADE over x (for 500 units, about twice
+the matrix work of the gated 300-300 MLP decoder), sampling is one pass per pixel (`sample_path`).
 Any decoder body works (mlp, conv, resnet): its logits arrive flat, [B, H * W * C].
+
+There is no closed-form mean. What tfp_vae returns instead (VAE.decode / reconstruct / sample and
+the serving signatures): `sample_path`'s pixel probabilities along one sample, whose uniform
+noise comes from a seed (`shared_noise`: the same for every row, so a row depends only on its z;
+`row_noise`: a stream per row, for independent samples), and for a reconstruction of a known x
+the teacher-forced conditionals p(x_i = 1 | x_<i, z) (`teacher_forced_mean`: one pass, exact).
 
 The MADE keeps its masks through Keras kernel constraints (applied after every optimizer step)
 and masked initial kernels; `tests/test_autoregressive.py` checks the Jacobian of the logits
@@ -19,7 +25,8 @@ import tensorflow_probability as tfp
 
 from tfp_vae.config import ModelConfig
 
-__all__ = ["AutoregressiveBernoulli", "is_autoregressive", "pixel_noise", "sample_path"]
+__all__ = ["AutoregressiveBernoulli", "is_autoregressive", "pixel_noise", "row_noise", "sample_path", "shared_noise",
+           "teacher_forced_mean"]
 
 # Folded into a seed pair for the pixel noise: a stream apart from the prior's draw z.
 _PIXEL_STREAM = 2
@@ -30,8 +37,9 @@ tfpl = tfp.layers
 
 
 def _first_conditionals(distribution):
-    # The Keras graph needs a tensor for the layer's output: the pixel probabilities before any
-    # pixel is known (cheap, deterministic). Nothing in tfp_vae reads it.
+    # The Keras graph needs a tensor for the layer's output (and it is what model.predict or
+    # tf.convert_to_tensor(decoder(z)) return): p(x_i = 1 | x_<i = 0, z), one deterministic
+    # pass. It is NOT a mean of p(x|z); nothing in tfp_vae reads it.
     return distribution.distribution_fn(distribution.sample0).mean()
 
 
@@ -76,6 +84,27 @@ def pixel_noise(shape, seed) -> tf.Tensor:
     """
     seed = tf.random.experimental.stateless_fold_in(tf.convert_to_tensor(seed, tf.int32), _PIXEL_STREAM)
     return tf.random.stateless_uniform(shape, seed=seed)
+
+
+def shared_noise(rows, image_shape, seed) -> tf.Tensor:
+    """`pixel_noise` of one image, the same for all `rows`: each row's path depends on its z only."""
+    noise = pixel_noise(tuple(image_shape), seed)
+    return tf.broadcast_to(noise, tf.concat([[rows], tf.shape(noise)], 0))
+
+
+def row_noise(rows: int, image_shape, seed) -> tf.Tensor:
+    """`pixel_noise` with a stream per row (row r: the seed folded with r), for independent samples.
+    Row r equals `pixel_noise(image_shape, stateless_fold_in(seed, r))`."""
+    seed = tf.convert_to_tensor(seed, tf.int32)
+    return tf.map_fn(lambda row: pixel_noise(tuple(image_shape), tf.random.experimental.stateless_fold_in(seed, row)),
+                     tf.range(rows), fn_output_signature=tf.TensorSpec(tuple(image_shape), tf.float32))
+
+
+def teacher_forced_mean(likelihood, x) -> tf.Tensor:
+    """p(x_i = 1 | x_<i, z) for the given x: each pixel's probability given the true pixels
+    before it (one pass; the per-pixel factors of log p(x|z))."""
+    likelihood = getattr(likelihood, "tensor_distribution", likelihood)
+    return likelihood.distribution_fn(tf.convert_to_tensor(x, tf.float32)).mean()
 
 
 def sample_path(likelihood, noise) -> tuple:

@@ -113,15 +113,16 @@ def _serving_functions(model: VAE, num_samples: int, seed: int) -> dict:
 
     def x_mean(z, noise_seeds=None):
         """The mean of p(x|z); for an autoregressive decoder, the pixel probabilities along one
-        sample path (VAE.decode): with the export seed for every row, or one seed pair per row."""
+        sample path (VAE.decode): the export seed's pixel noise for every row, or with
+        `noise_seeds`, each row's own (VAE.sample's first row for that seed)."""
         if not config.autoregressive_units:
             return likelihood(z).mean()
         if noise_seeds is None:
-            noise = autoregressive.pixel_noise(tf.concat([tf.shape(z)[:1], image_shape], 0),
-                                               tf.constant([seed, 0], tf.int32))
+            noise = autoregressive.shared_noise(tf.shape(z)[0], image_shape, tf.constant([seed, 0], tf.int32))
         else:
-            noise = tf.map_fn(lambda pair: autoregressive.pixel_noise(image_shape, pair), noise_seeds,
-                              fn_output_signature=tf.TensorSpec(image_shape, tf.float32))
+            noise = tf.map_fn(
+                lambda pair: autoregressive.pixel_noise(image_shape, tf.random.experimental.stateless_fold_in(pair, 0)),
+                noise_seeds, fn_output_signature=tf.TensorSpec(image_shape, tf.float32))
         return autoregressive.sample_path(likelihood(z), noise)[1]
 
     @tf.function(input_signature=[image_spec])
@@ -135,7 +136,10 @@ def _serving_functions(model: VAE, num_samples: int, seed: int) -> dict:
 
     @tf.function(input_signature=[image_spec])
     def reconstruct(x):
-        return {"x_mean": x_mean(posterior(x).mean())}
+        z = posterior(x).mean()
+        if config.autoregressive_units:  # each pixel given x's own pixels before it (VAE.reconstruct)
+            return {"x_mean": autoregressive.teacher_forced_mean(likelihood(z), x)}
+        return {"x_mean": x_mean(z)}
 
     @tf.function(input_signature=[image_spec])
     def score(x):
@@ -286,6 +290,14 @@ def _write_version(model: VAE, workdir, path: str, model_name: str, version: int
                        f"{_SCORE_STREAM}], alg='philox'), the same for every row",
         "signatures": _signature_metadata(signatures),
         "likelihood": model.config.likelihood,
+        "autoregressive_units": list(model.config.autoregressive_units),
+        # What x_mean is: the closed-form mean, or (autoregressive decoder) a sample path's pixel
+        # probabilities and, in reconstruct, the teacher-forced p(x_i = 1 | x_<i, z).
+        "x_mean": ("pixel probabilities along one sample path: decode with the pixel noise of "
+                   "tfp_vae.autoregressive.shared_noise(rows, image_shape, [seed, 0]), sample with "
+                   "pixel_noise(image_shape, stateless_fold_in(row seed pair, 0)); reconstruct: "
+                   "p(x_i = 1 | x_<i, z) given x's own pixels") if model.config.autoregressive_units
+                  else "mean of p(x|z)",
         "source_workdir": workdir,
         "tfp_vae_version": tfp_vae.__version__,
         "tensorflow_version": tf.__version__,

@@ -112,6 +112,18 @@ def build_decoder(config: ModelConfig, mixed_precision: bool = False) -> tf_kera
     return tf_keras.Model(latents, likelihood, name="decoder")
 
 
+def _seed_pair(seed) -> tf.Tensor:
+    """An int in [0, 2**31) -> the stateless pair [seed, 0]; a pair passes through."""
+    if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+        if not 0 <= seed < 2 ** 31:
+            raise ValueError(f"seed must be an integer in [0, 2**31) or a stateless pair, got {seed}.")
+        return tf.constant([int(seed), 0], tf.int32)
+    pair = tf.convert_to_tensor(seed, tf.int32)
+    if pair.shape != (2,):
+        raise ValueError(f"seed must be an integer in [0, 2**31) or a stateless pair [2], got shape {pair.shape}.")
+    return pair
+
+
 class VAE(tf_keras.Model):
     """Encoder q(z|x) and decoder p(x|z) under the configured prior, with a `fit`-able objective."""
 
@@ -227,12 +239,12 @@ class VAE(tf_keras.Model):
     def decode(self, z, seed=0) -> tf.Tensor:
         """Mean of p(x|z), [batch, height, width, channels].
 
-        An autoregressive decoder has no closed-form mean: it returns the pixel probabilities
-        along one sample x ~ p(x|z) (one decoder pass per pixel), drawn with the integer `seed`."""
+        An autoregressive decoder has no closed-form mean: it returns the pixel probabilities along
+        one sample x ~ p(x|z) (one decoder pass per pixel), drawn with the same pixel noise (from
+        `seed`) for every row, so a row depends on its z and the seed only."""
         if self.config.autoregressive_units:
             z = tf.convert_to_tensor(z, tf.float32)
-            noise = autoregressive.pixel_noise(
-                tf.concat([tf.shape(z)[:1], self.config.image_shape], 0), tf.constant([seed, 0], tf.int32))
+            noise = autoregressive.shared_noise(tf.shape(z)[0], self.config.image_shape, _seed_pair(seed))
             return self._autoregressive_path(z, noise)
         return self.likelihood(z).mean()
 
@@ -241,16 +253,23 @@ class VAE(tf_keras.Model):
         # In a graph: eagerly, the per-pixel loop would be hundreds of Python-level decoder calls.
         return autoregressive.sample_path(self.decoder(z, training=False), noise)[1]
 
-    def reconstruct(self, x, seed=0) -> tf.Tensor:
-        """Mean of p(x|z) at the posterior mean z = E[q(z|x)] (see `decode` for `seed`)."""
+    def reconstruct(self, x) -> tf.Tensor:
+        """Mean of p(x|z) at the posterior mean z = E[q(z|x)]; for an autoregressive decoder, the
+        teacher-forced p(x_i = 1 | x_<i, z) (each pixel given x's own pixels before it)."""
         loc, _ = self.encode(x)
-        return self.decode(loc, seed=seed)
+        if self.config.autoregressive_units:
+            return autoregressive.teacher_forced_mean(self.likelihood(loc), x)
+        return self.decode(loc)
 
     def sample(self, num_samples: int, seed=None) -> tf.Tensor:
-        """Means of p(x|z) for z drawn from the prior; an integer `seed` gives the same draw every call."""
+        """Means of p(x|z) for z drawn from the prior (see `decode`; an autoregressive decoder draws
+        each row's pixels from a stream of its own). An integer or a stateless pair `seed` gives the
+        same draw every call; None a fresh one."""
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
-        if isinstance(seed, int):  # TFP treats a lone int as a stateful op seed; a pair is stateless
-            return self.decode(self.prior.sample(num_samples, seed=tf.constant([seed, 0], tf.int32)), seed=seed)
-        # No integer seed: a fresh draw, of the pixels too for an autoregressive decoder.
-        return self.decode(self.prior.sample(num_samples, seed=seed), seed=int(np.random.randint(2 ** 31)))
+        # TFP treats a lone int as a stateful op seed; a pair is stateless.
+        pair = _seed_pair(np.random.randint(2 ** 31) if seed is None else seed)
+        z = self.prior.sample(num_samples, seed=None if seed is None else pair)
+        if self.config.autoregressive_units:
+            return self._autoregressive_path(z, autoregressive.row_noise(num_samples, self.config.image_shape, pair))
+        return self.decode(z)

@@ -2,6 +2,7 @@
 from tfp_vae import _env  # noqa: F401  (must precede tensorflow)
 
 import csv
+import gc
 import math
 import os
 import time
@@ -104,15 +105,21 @@ class ImageSummaries(tf_keras.callbacks.Callback):
 
 
 class EpochClock(tf_keras.callbacks.Callback):
-    """Appends each epoch's wall time to `path` (a CSV of epoch, seconds), and with a
+    """Appends each epoch's wall time to `path` (a CSV of epoch, seconds, gc_seconds), and with a
     `time_budget` (seconds since `started`) stops `fit` after the last epoch that fits.
 
-    Put it LAST in the callback list: an epoch's time then includes training, validation and
-    every other callback's end-of-epoch work (checkpoints, TensorBoard pictures), which is the
-    wall time a user waits. An epoch is only started when the longest epoch so far would still
-    end within the budget, so a budgeted run stops at an epoch boundary, where BackupAndRestore
-    has just saved.
+    An epoch's time runs from the end of the previous epoch (the first: from its own start) to
+    its end, so it holds training, validation, every callback's end-of-epoch work (put the clock
+    LAST in the list) and whatever `fit` does between epochs: the wall time a user waits.
+    (Timed from on_epoch_begin instead, resnet_vamp's 250 epochs missed about 6 s each of the
+    37 s, spent between one epoch's end and the next one's begin.) gc_seconds: the time Python's
+    cyclic garbage collector ran within the epoch, one suspect for that gap.
+
+    An epoch is only started when the longest epoch so far would still end within the budget,
+    so a budgeted run stops at an epoch boundary, where BackupAndRestore has just saved.
     """
+
+    COLUMNS = ("epoch", "seconds", "gc_seconds")
 
     def __init__(self, path: str, time_budget: Optional[float] = None, started: Optional[float] = None):
         super().__init__()
@@ -121,17 +128,42 @@ class EpochClock(tf_keras.callbacks.Callback):
         self.started = time.time() if started is None else started
         self.longest_epoch = 0.0
         self.stopped_for_time = False
-        self._start = None
+        self._last_end = None
+        self._gc_started = None
+        self._gc_seconds = 0.0
+
+    def _on_gc(self, phase, info):
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+        elif self._gc_started is not None:
+            self._gc_seconds += time.perf_counter() - self._gc_started
+            self._gc_started = None
+
+    def on_train_begin(self, logs=None):
+        self._last_end = None
+        gc.callbacks.append(self._on_gc)
+
+    def on_train_end(self, logs=None):
+        if self._on_gc in gc.callbacks:
+            gc.callbacks.remove(self._on_gc)
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.time()
+        if self._last_end is None:
+            self._last_end = time.time()
 
     def on_epoch_end(self, epoch, logs=None):
         now = time.time()
-        seconds = now - self._start
-        new_file = not os.path.exists(self.path)
+        seconds, self._last_end = now - self._last_end, now
+        gc_seconds, self._gc_seconds = self._gc_seconds, 0.0
+        if os.path.exists(self.path):
+            with open(self.path) as handle:  # a file begun by an older version keeps its columns
+                columns = handle.readline().strip().split(",")
+            header = ""
+        else:
+            columns, header = list(self.COLUMNS), ",".join(self.COLUMNS) + "\n"
+        values = {"epoch": f"{epoch}", "seconds": f"{seconds:.3f}", "gc_seconds": f"{gc_seconds:.3f}"}
         with open(self.path, "a") as handle:
-            handle.write(("epoch,seconds\n" if new_file else "") + f"{epoch},{seconds:.3f}\n")
+            handle.write(header + ",".join(values[column] for column in columns) + "\n")
         self.longest_epoch = max(self.longest_epoch, seconds)
         if self.time_budget is not None and now - self.started + self.longest_epoch > self.time_budget:
             self.model.stop_training = True

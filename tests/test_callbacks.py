@@ -55,3 +55,22 @@ def test_a_file_begun_by_an_older_version_keeps_its_two_columns(tmp_path):
     lines = path.read_text().splitlines()
     assert lines[0] == "epoch,seconds" and len(lines) == 3 and lines[2].count(",") == 1
     assert EpochClock.total_seconds(str(path)) >= 31.5
+
+
+def test_history_rows_follow_the_header_when_a_resumed_run_logs_other_keys(tmp_path):
+    from tfp_vae.callbacks import HistoryCSV
+
+    path = str(tmp_path / "history.csv")
+    first = HistoryCSV(path)  # a first run that logged one more key than the second
+    first.on_epoch_end(0, {"loss": 2.0, "epoch_seconds": 30.0, "val_loss": 2.5})
+    second = HistoryCSV(path)
+    second.on_epoch_end(1, {"loss": 1.5, "val_loss": 2.25})
+    third = HistoryCSV(path)  # and a third with a new one
+    third.on_epoch_end(2, {"loss": 1.25, "val_loss": 2.0, "kl": 3.0})
+    rows = read(path)
+    assert [row["loss"] for row in rows] == ["2.0", "1.5", "1.25"]
+    assert [row["val_loss"] for row in rows] == ["2.5", "2.25", "2.0"]
+    assert [row["epoch_seconds"] for row in rows] == ["30.0", "", ""]
+    assert [row["kl"] for row in rows] == ["", "", "3.0"]
+    assert [row["epoch"] for row in rows] == ["0", "1", "2"]
+    assert not [name for name in (tmp_path.iterdir()) if ".tmp-" in name.name]

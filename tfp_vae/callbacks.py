@@ -12,7 +12,8 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-__all__ = ["BestWeights", "EpochClock", "ImageSummaries", "StopOnNaN", "Throughput", "TrainingDivergedError"]
+__all__ = ["BestWeights", "EpochClock", "HistoryCSV", "ImageSummaries", "StopOnNaN", "Throughput",
+           "TrainingDivergedError"]
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -176,6 +177,43 @@ class EpochClock(tf_keras.callbacks.Callback):
             return 0.0
         with open(path) as handle:
             return float(sum(float(row["seconds"]) for row in csv.DictReader(handle)))
+
+
+class HistoryCSV(tf_keras.callbacks.Callback):
+    """Appends each epoch's logs to `path` (epoch, then the logged values), across resumed runs.
+
+    Why not Keras's CSVLogger(append=True): it writes the header once and then the rows in the
+    current run's key order, so a resumed run that logs other keys (a new version, a new metric)
+    silently shifts every later row under the wrong column (resnet_vamp's epochs 101-249 did).
+    Here a row always follows the file's header; a key the header lacks rewrites the file with
+    the wider header (atomically: written beside it, then renamed), old rows left blank there.
+    """
+
+    def __init__(self, path: str):
+        super().__init__()
+        self.path = path
+
+    def on_epoch_end(self, epoch, logs=None):
+        row = {"epoch": str(epoch)}
+        row.update({key: repr(float(value)) for key, value in sorted((logs or {}).items())})
+        rows, header = [], []
+        if os.path.exists(self.path):
+            with open(self.path, newline="") as handle:
+                reader = csv.DictReader(handle)
+                header = list(reader.fieldnames or [])
+                if not set(row) <= set(header):
+                    rows = list(reader)
+        if header and set(row) <= set(header):
+            with open(self.path, "a", newline="") as handle:
+                csv.DictWriter(handle, header, restval="").writerow(row)
+            return
+        header = header + [key for key in row if key not in header]
+        temporary = f"{self.path}.tmp-{os.getpid()}"
+        with open(temporary, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, header, restval="")
+            writer.writeheader()
+            writer.writerows(rows + [row])
+        os.replace(temporary, self.path)
 
 
 class BestWeights(tf_keras.callbacks.Callback):

@@ -37,7 +37,7 @@ import tf_keras
 from tfp_vae import data as data_lib
 from tfp_vae import distribute
 from tfp_vae import plots
-from tfp_vae.callbacks import BestWeights, EpochClock, ImageSummaries, StopOnNaN, Throughput
+from tfp_vae.callbacks import BestWeights, EpochClock, HistoryCSV, ImageSummaries, StopOnNaN, Throughput
 from tfp_vae.config import Config, load_config, save_config
 from tfp_vae.model import VAE
 from tfp_vae.prior import VampPrior
@@ -245,7 +245,7 @@ def _train(config: Config, workdir: str, output_dir: str, strategy, chief: bool,
         # Restores weights, optimizer state and the epoch counter after a crash or kill. Kept
         # after the last epoch, so a later run with a larger --epochs continues from there.
         tf_keras.callbacks.BackupAndRestore(backup_dir, delete_checkpoint=False),
-        tf_keras.callbacks.CSVLogger(history_csv, append=True),
+        HistoryCSV(history_csv),
         tf_keras.callbacks.TensorBoard(os.path.join(output_dir, "logs")),
         ImageSummaries(os.path.join(output_dir, "logs", "images"), preview, seed=config.training.seed),
         throughput,

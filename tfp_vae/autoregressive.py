@@ -25,7 +25,7 @@ import tensorflow_probability as tfp
 
 from tfp_vae.config import ModelConfig
 
-__all__ = ["AutoregressiveBernoulli", "is_autoregressive", "pixel_noise", "row_noise", "sample_path", "shared_noise",
+__all__ = ["AutoregressiveBernoulli", "pixel_noise", "row_noise", "sample_path", "shared_noise",
            "teacher_forced_mean"]
 
 # Folded into a seed pair for the pixel noise: a stream apart from the prior's draw z.
@@ -69,10 +69,6 @@ class AutoregressiveBernoulli(tfpl.DistributionLambda):
 
         sample0 = tf.zeros(tf.concat([tf.shape(base)[:-1], image_shape], 0))
         return tfd.Autoregressive(conditionals, sample0=sample0, num_steps=size, name="likelihood")
-
-
-def is_autoregressive(likelihood) -> bool:
-    return isinstance(getattr(likelihood, "tensor_distribution", likelihood), tfd.Autoregressive)
 
 
 def pixel_noise(shape, seed) -> tf.Tensor:

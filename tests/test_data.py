@@ -267,6 +267,47 @@ def test_train_is_shuffled_each_epoch_and_labels_follow_images():
         assert all(lookup[np.uint8(np.round(x[..., 0] * 255)).tobytes()] == y for x, y in zip(images, labels))
 
 
+def test_repeated_training_pipeline_passes_once_per_epoch_reshuffled_and_rebinarized():
+    # training.fit iterates train.repeat() with steps_per_epoch = ceil(examples / batch): each
+    # run of that many batches must be one whole pass, in a new order, with new binary pixels.
+    examples, batch = 250, 64  # 4 batches an epoch, the last one short
+    steps = -(-examples // batch)
+    raw = raw_train()[:examples]
+    grey = DataConfig(binarization="none", train_examples=examples)
+    batches = list(data.input_pipeline(grey, "train", batch, seed=1).repeat().take(2 * steps))
+    assert [len(b) for b in batches] == [64, 64, 64, 58] * 2
+    first, second = (np.concatenate(batches[:steps]), np.concatenate(batches[steps:]))
+    expected = sorted(image.tobytes() for image in raw)
+    for epoch in (first, second):
+        assert sorted(np.uint8(np.round(epoch[..., 0] * 255)).tobytes() for epoch in epoch) == expected
+    assert not np.array_equal(first, second)  # reshuffled
+
+    binary = DataConfig(train_examples=examples)
+    repeated = list(data.input_pipeline(binary, "train", batch, seed=1, shuffle=False).repeat().take(2 * steps))
+    first, second = np.concatenate(repeated[:steps]), np.concatenate(repeated[steps:])
+    assert set(np.unique(first)) == {0.0, 1.0}
+    assert (first != second).mean() > 0.05  # binarized anew, not replayed
+
+
+def test_shuffle_buffer_holds_the_uint8_images_not_the_binarized_ones():
+    # The buffer is filled at every epoch's start: filling it must not binarize the whole set,
+    # so no map may run upstream of the shuffle (walked through the pipeline's own graph).
+    pipeline = data.input_pipeline(DataConfig(train_examples=100), "train", 10)
+    graph = tf.compat.v1.GraphDef.FromString(pipeline._as_serialized_graph().numpy())
+    nodes = {node.name: node for node in graph.node}
+    shuffles = [node for node in graph.node if node.op.startswith("ShuffleDataset")]
+    assert len(shuffles) == 1
+
+    def upstream_ops(node):
+        for name in node.input:
+            parent = nodes[name.lstrip("^").split(":")[0]]
+            yield parent.op
+            yield from upstream_ops(parent)
+
+    upstream = set(upstream_ops(shuffles[0]))
+    assert "CacheDatasetV2" in upstream and not any("Map" in op for op in upstream), upstream
+
+
 def test_make_datasets():
     config = Config(data=DataConfig(train_examples=64, validation_examples=0),
                     training=TrainingConfig(batch_size=32))

@@ -237,6 +237,21 @@ def input_pipeline(config: DataConfig, split: str, batch_size: int, *, seed: int
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
     examples = load_examples(config, split).cache()
     name = config.dataset
+    if shuffle is None:
+        shuffle = split == "train"
+    fixed_seeds = config.binarization == "static" or (config.binarization == "dynamic" and split != "train")
+    if fixed_seeds:
+        # Fixed per-example seeds (split, index), numbered before the shuffle: identical every
+        # epoch and for any batch size or shuffle order, so evaluations are comparable across runs.
+        examples = examples.enumerate()
+    if shuffle:
+        # Shuffle examples, not batches, so batches are mixed anew every epoch; and the cached
+        # uint8 examples, before the map: each epoch starts by filling the buffer, and filling it
+        # with binarized float32 images (mapped first) made every epoch wait about 2 s for its
+        # first batch with the whole training set in the buffer (benchmarks/epoch_overhead.py).
+        size = int(examples.cardinality())
+        buffer = min(config.shuffle_buffer, size) if size > 0 else config.shuffle_buffer
+        examples = examples.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
     if config.binarization == "dynamic" and split == "train":
         # A seeded tf.random op inside map replays the same numbers every epoch (static in
         # disguise). A rerandomized Dataset.random draws a fresh, seed-reproducible stream per
@@ -250,19 +265,10 @@ def input_pipeline(config: DataConfig, split: str, batch_size: int, *, seed: int
         dataset = examples.map(lambda e: (to_model_input(e["image"], name), e["label"]),
                                num_parallel_calls=tf.data.AUTOTUNE)
     else:
-        # Fixed per-example seeds (split, index): identical every epoch and for any batch size or
-        # shuffle order, so evaluations are comparable across runs.
         base = tf.constant(config.test_binarization_seed + _SPLIT_SEED_OFFSET[split], tf.int64)
-        dataset = examples.enumerate().map(
+        dataset = examples.map(
             lambda i, e: (to_model_input(e["image"], name, tf.stack([base, i])), e["label"]),
             num_parallel_calls=tf.data.AUTOTUNE)
-    if shuffle is None:
-        shuffle = split == "train"
-    if shuffle:
-        # Shuffle examples, not batches, so batches are mixed anew every epoch.
-        size = int(examples.cardinality())
-        buffer = min(config.shuffle_buffer, size) if size > 0 else config.shuffle_buffer
-        dataset = dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
     if not with_labels:
         dataset = dataset.map(lambda x, label: x)
     return dataset.batch(batch_size, drop_remainder=False).prefetch(tf.data.AUTOTUNE)

@@ -257,8 +257,12 @@ def _train(config: Config, workdir: str, output_dir: str, strategy, chief: bool,
                            (_read_best(workdir) or {}).get("val_elbo"))
         callbacks.insert(1, best)  # before the backup: a resumed epoch re-saves if it was best
     callbacks.append(clock)  # last: its epoch times include every other callback's work
-    model.fit(datasets.train, validation_data=datasets.validation, epochs=config.training.epochs,
-              callbacks=callbacks, verbose=verbose)
+    # One iterator for the whole fit (repeat, with the epoch's length given): with a finite
+    # dataset Keras makes a new iterator every epoch, and dropping the old one waits for
+    # tf.data's autotuning thread, up to seconds an epoch (benchmarks/epoch_overhead.py).
+    # Batching precedes the repeat, so each epoch is still one pass with its own short batch.
+    model.fit(datasets.train.repeat(), steps_per_epoch=steps_per_epoch, validation_data=datasets.validation,
+              epochs=config.training.epochs, callbacks=callbacks, verbose=verbose)
     best_record = None
     if best is not None:
         folder = output_dir if best.saved_any or chief else workdir

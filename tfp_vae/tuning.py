@@ -201,20 +201,24 @@ class VAETunerMixin:
     # Data.
 
     def _data(self, config, train, validation):
+        """(train, validation, steps per epoch, steps_per_epoch for fit): a training set of known
+        length is repeated with the epoch's length given, one iterator for the whole trial (as
+        tfp_vae.training does); one of unknown length is passed as it is."""
         if train is not None:
             steps = int(train.cardinality())
             if steps < 0:
                 if config.training.warmup_epochs > 0:
                     raise ValueError("the training dataset's length is unknown, so a warm-up in epochs "
                                      "cannot be converted to steps: use a dataset of known cardinality.")
-                steps = 1
-            return train, validation, steps
+                return train, validation, 1, None
+            return train.repeat(), validation, steps, steps
         key = json.dumps([dataclasses.asdict(config.data), config.training.batch_size, config.training.seed],
                          sort_keys=True)
         if key not in self._datasets:
             self._datasets = {key: data_lib.make_datasets(config)}  # one at a time: they hold data
         datasets = self._datasets[key]
-        return datasets.train, datasets.validation, math.ceil(datasets.train_examples / config.training.batch_size)
+        steps = math.ceil(datasets.train_examples / config.training.batch_size)
+        return datasets.train.repeat(), datasets.validation, steps, steps
 
     # keras-tuner's extension points.
 
@@ -248,7 +252,7 @@ class VAETunerMixin:
 
         tf_keras.backend.clear_session()
         tf_keras.utils.set_random_seed(config.training.seed)
-        train, validation, steps_per_epoch = self._data(config, train, validation_data)
+        train, validation, steps_per_epoch, fit_steps = self._data(config, train, validation_data)
         if validation is None and self.oracle.objective.name.startswith("val_"):
             raise keras_tuner.errors.FatalValueError(
                 f"objective {self.oracle.objective.name} needs validation data: set "
@@ -271,7 +275,8 @@ class VAETunerMixin:
         keeper = _ScoreAndKeepBest(self.oracle.objective, validation, trial_dir, verbose)
         all_callbacks = [keeper, StopOnNaN()] + self._copy_callbacks(callbacks, trial)
         try:
-            model.fit(train, epochs=epochs, initial_epoch=initial_epoch, callbacks=all_callbacks,
+            model.fit(train, epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=fit_steps,
+                      callbacks=all_callbacks,
                       verbose=verbose if verbose in (0, 1, 2) else 1)
         except TrainingDivergedError as error:
             if keeper.best is None:

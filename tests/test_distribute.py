@@ -308,8 +308,9 @@ def test_mirrored_over_two_cpu_devices_matches_one_device():
     assert values["replica_draws_differ"]
 
 
-@pytest.mark.parametrize("prior", [[], ["--prior", "vamp", "--prior-components", "8"], ["--autoregressive-units", "32"]],
-                         ids=["n01", "vamp", "autoregressive_decoder"])
+@pytest.mark.parametrize("prior", [[], ["--prior", "vamp", "--prior-components", "8"], ["--autoregressive-units", "32"],
+                                   ["--latent-dim", "4", "--top-latent-dim", "2", "--conditional-units", "8"]],
+                         ids=["n01", "vamp", "autoregressive_decoder", "two_level"])
 def test_mirrored_trainer_agrees_with_the_default_trainer(tmp_path, prior):
     arguments = [*TINY, "--epochs", "2", "--seed", "3", *prior]
     logs = [str(tmp_path / "default.log"), str(tmp_path / "mirrored.log")]

@@ -27,7 +27,8 @@ def test_registered_models_follow_the_protocol():
         assert config.data.dataset == "fashion_mnist" and config.data.binarization == "dynamic"
         assert config.data.validation_examples == 10_000 and config.data.train_examples is None
         assert config.training.keep_best  # model selection on validation, never on test
-        if config.model.prior != "standard_normal":  # learnt priors are shown next to N(0, I)
+        # Learnt priors are shown next to N(0, I), one-level models only: the report needs one Gaussian q(z|x).
+        if config.model.prior != "standard_normal" and not config.model.top_latent_dim:
             assert likelihood.MODELS[model.reference].config.model.prior == "standard_normal"
     with pytest.raises(ValueError, match="unknown model 'nope'"):
         likelihood.run("nope", "/nonexistent")
@@ -104,3 +105,13 @@ def test_evaluation_in_parts_equals_one_evaluation_and_resumes(tmp_path):
     again = likelihood.evaluate_in_parts(workdir, 8, examples=2500, verbose=0)
     assert again["log_likelihood"] == pytest.approx(in_parts["log_likelihood"], rel=1e-6)
     assert np.isfinite(again["log_likelihood_stderr"])
+
+
+def test_a_two_level_model_gets_its_row_without_the_aggregate_posterior_report(tmp_path):
+    config = tiny_config(epochs=1).replace(model={"latent_dim": 4, "top_latent_dim": 2, "conditional_units": 8})
+    row = likelihood.run("tiny_two_level", str(tmp_path), config=config, num_samples=8, examples=1000, verbose=0)
+    assert row["status"] == "done" and np.isfinite(row["test_nll"])
+    assert "aggregate_posterior" not in row and not (tmp_path / "diagnosis.json").exists()
+    assert "not diagnosed: two-level model" in likelihood.aggregate_row(row)
+    assert f"**{row['test_nll']:.2f}**" in likelihood.table_row(row)
+

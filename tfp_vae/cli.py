@@ -36,6 +36,10 @@ FLAGS = {
     "--prior": ("model", "prior", str, f"one of {', '.join(PRIORS)}"),
     "--prior-components": ("model", "prior_components", int, "mixture/vamp prior: components (VampPrior pseudo-inputs)"),
     "--kl-samples": ("model", "kl_samples", int, "Monte-Carlo samples of the KL for mixture/vamp priors"),
+    "--top-latent-dim": ("model", "top_latent_dim", int, "a second stochastic layer: the first N of --latent-dim "
+                         "dimensions are z_top (0: one layer)"),
+    "--conditional-units": ("model", "conditional_units", int, "two-level models: hidden units of p(z_bottom|z_top) "
+                            "and q(z_bottom|x, z_top)"),
     "--epochs": ("training", "epochs", int, "training epochs (raise it on an existing workdir to train longer)"),
     "--batch-size": ("training", "batch_size", int, "examples per batch: the GLOBAL batch, split over all replicas and workers"),
     "--learning-rate": ("training", "learning_rate", float, "Adam learning rate (not rescaled with the number of replicas)"),

@@ -81,6 +81,13 @@ class ModelConfig:
     # Samples of z per example for the Monte-Carlo KL when the prior has no closed-form KL
     # (mixture, vamp); 1 reuses the z that the decoder sees, the usual one-sample ELBO.
     kl_samples: int = 1
+    # A second stochastic layer (tfp_vae.hierarchy): the first top_latent_dim of the latent_dim
+    # dimensions are z_top, the rest z_bottom, generated p(z_top) p(z_bottom | z_top) and inferred
+    # q(z_top | x) q(z_bottom | x, z_top); the prior above sits on z_top. 0: one layer.
+    top_latent_dim: int = 0
+    # Hidden units of the two small networks of a two-level model: p(z_bottom | z_top) and
+    # q(z_bottom | x, z_top).
+    conditional_units: int = 300
     image_shape: Tuple[int, int, int] = (28, 28, 1)
 
     def __post_init__(self):
@@ -91,6 +98,11 @@ class ModelConfig:
         _positive_int("residual_blocks", self.residual_blocks)
         _positive_int("prior_components", self.prior_components)
         _positive_int("kl_samples", self.kl_samples)
+        _positive_int("conditional_units", self.conditional_units)
+        if isinstance(self.top_latent_dim, bool) or not isinstance(self.top_latent_dim, int) or not (
+                0 <= self.top_latent_dim < self.latent_dim):
+            raise ValueError(f"top_latent_dim must be an integer from 0 (one stochastic layer) to latent_dim - 1 "
+                             f"= {self.latent_dim - 1} (the rest is z_bottom), got {self.top_latent_dim!r}.")
         if not isinstance(self.gated, bool):
             raise ValueError(f"gated must be true or false, got {self.gated!r}.")
         if self.gated and self.architecture != "mlp":
@@ -248,6 +260,9 @@ class Config:
         if self.training.free_bits > 0 and self.model.prior != "standard_normal":
             raise ValueError("free_bits (--free-bits) is defined per latent dimension against N(0, I): "
                              f"it needs prior 'standard_normal', not {self.model.prior!r}.")
+        if self.training.free_bits > 0 and self.model.top_latent_dim:
+            raise ValueError("free_bits (--free-bits) is defined per dimension of a one-layer Gaussian posterior; "
+                             "a two-level model (top_latent_dim > 0) has none: drop --free-bits or --top-latent-dim.")
         if self.training.keep_best and self.data.validation_examples == 0:
             raise ValueError("keep_best (--keep-best) selects the epoch with the best validation ELBO: "
                              "set validation_examples > 0, or drop --keep-best.")

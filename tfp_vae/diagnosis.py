@@ -96,6 +96,12 @@ def collect_posteriors(encoder: Callable, prior, dataset, *, examples: Optional[
             break
         labels = np.full([size], -1, np.int64) if labels is None else np.asarray(labels)[:size]
         posterior = encoder(x)
+        unwrapped = getattr(posterior, "tensor_distribution", posterior)  # a tfp.layers output wraps it
+        if not isinstance(unwrapped, tfd.MultivariateNormalDiag):
+            raise ValueError(
+                "the aggregate-posterior diagnosis needs q(z|x) to be one diagonal Gaussian per example; this "
+                f"encoder gives a {type(unwrapped).__name__} (a two-level "
+                "model, top_latent_dim > 0, is not supported yet). Diagnose a one-level model.")
         batch_seed = tf.constant([seed, index], tf.int32)
         kl, batch_exact = _kl(posterior, prior, tf.random.experimental.stateless_fold_in(batch_seed, 1),
                               kl_samples)

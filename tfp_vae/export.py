@@ -342,6 +342,10 @@ def export(workdir_or_model, export_base: str, version=None, *, num_samples: int
     else:
         workdir = os.path.abspath(os.fspath(workdir_or_model))
         model = training.load(workdir)
+    if model.config.top_latent_dim:
+        # The signatures read q(z|x) as one diagonal Gaussian (z_mean, z_stddev, score's noise).
+        raise ValueError("export of a two-level model (top_latent_dim > 0) is not supported yet: its q(z|x) is "
+                         "not one diagonal Gaussian, which the encode and score signatures return and use.")
 
     os.makedirs(export_base, exist_ok=True)
     staging = os.path.join(export_base, f".tmp-export-{version}-{os.getpid()}-{uuid.uuid4().hex[:8]}")

@@ -25,7 +25,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 import tf_keras
 
-from tfp_vae import autoregressive, network
+from tfp_vae import autoregressive, hierarchy, network
 from tfp_vae import prior as prior_lib
 from tfp_vae.config import ModelConfig
 from tfp_vae.prior import standard_normal_prior
@@ -62,11 +62,15 @@ def _likelihood(logits: tf.Tensor, config: ModelConfig) -> tfd.Distribution:
 
 
 def build_posterior_network(config: ModelConfig, mixed_precision: bool = False) -> tf_keras.Model:
-    """Image -> the posterior's parameters [B, 2 * latent_dim] (float32): loc, raw scale."""
+    """Image -> the posterior's parameters [B, 2 * latent_dim] (float32): loc, raw scale.
+
+    For a two-level model (`top_latent_dim`), the parameters of q(z_top|x) [B, 2 * top_latent_dim]:
+    a VampPrior on z_top encodes its pseudo-inputs with this network."""
     body = _body_dtype(mixed_precision)
     images = tf_keras.Input(shape=config.image_shape, name="x")
     features = network.encoder_features(images, config, body)
-    params = tf_keras.layers.Dense(2 * config.latent_dim, name="posterior_params", dtype=body)(features)
+    params_dim = 2 * (config.top_latent_dim or config.latent_dim)
+    params = tf_keras.layers.Dense(params_dim, name="posterior_params", dtype=body)(features)
     params = _to_float32("posterior_params_float32")(params)
     return tf_keras.Model(images, params, name="posterior_network")
 
@@ -83,14 +87,19 @@ def build_encoder(config: ModelConfig, mixed_precision: bool = False, prior=None
     latent_dim = config.latent_dim
     prior = prior_lib.build_prior(config) if prior is None else prior
     posterior_network = build_posterior_network(config, mixed_precision)
-    if isinstance(prior, prior_lib.VampPrior):
-        prior.posterior_network = posterior_network
+    top_prior = getattr(prior, "top", prior)  # a two-level prior's p(z_top)
+    if isinstance(top_prior, prior_lib.VampPrior):
+        top_prior.posterior_network = posterior_network
     # Built on the network's own graph (not calling it as a nested model): the encoder's layers stay
     # flat, e.g. encoder.get_layer("posterior_params").
     images, params = posterior_network.inputs[0], posterior_network.outputs[0]
-    posterior = tfpl.DistributionLambda(
-        lambda t: prior_lib.posterior_distribution(t, latent_dim),
-        convert_to_tensor_fn=prior_lib.draw_posterior_samples, name="posterior", dtype="float32")(params)
+    if config.top_latent_dim:
+        features = posterior_network.get_layer("posterior_params").input
+        posterior = hierarchy.HierarchicalPosterior(config, name="posterior")([params, features])
+    else:
+        posterior = tfpl.DistributionLambda(
+            lambda t: prior_lib.posterior_distribution(t, latent_dim),
+            convert_to_tensor_fn=prior_lib.draw_posterior_samples, name="posterior", dtype="float32")(params)
     posterior = prior_lib.kl_loss_layer(prior, config)(posterior)
     return tf_keras.Model(images, posterior, name="encoder")
 
@@ -229,8 +238,11 @@ class VAE(tf_keras.Model):
         return self.encoder(tf.convert_to_tensor(x, tf.float32), training=False)
 
     def encode(self, x):
-        """Returns the posterior's (loc, scale), each [batch, latent_dim]."""
+        """Returns the posterior's (loc, scale), each [batch, latent_dim]; for a two-level model,
+        along its mean (`hierarchy.mean_path`): z_top's, then z_bottom's given z_top's mean."""
         posterior = self.posterior(x)
+        if self.config.top_latent_dim:
+            return hierarchy.mean_path(posterior)
         return posterior.mean(), posterior.stddev()
 
     def likelihood(self, z) -> tfd.Distribution:

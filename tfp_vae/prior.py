@@ -35,11 +35,11 @@ SCALE_FLOOR = 1e-5
 _UNIT_SCALE = float(np.log(np.expm1(1.0)))
 
 
-def posterior_distribution(params: tf.Tensor, latent_dim: int) -> tfd.Distribution:
+def posterior_distribution(params: tf.Tensor, latent_dim: int, name: str = "posterior") -> tfd.Distribution:
     """q(z|x) from the encoder's [..., 2 * latent_dim] output: loc, then softplus scale."""
     loc, raw_scale = params[..., :latent_dim], params[..., latent_dim:]
     return tfd.MultivariateNormalDiag(
-        loc=loc, scale_diag=tf.nn.softplus(raw_scale) + SCALE_FLOOR, name="posterior")
+        loc=loc, scale_diag=tf.nn.softplus(raw_scale) + SCALE_FLOOR, name=name)
 
 
 def standard_normal_prior(latent_dim: int) -> tfd.Distribution:
@@ -121,6 +121,9 @@ class VampPrior(tf_keras.layers.Layer):
 
 
 def build_prior(config: ModelConfig) -> tf_keras.layers.Layer:
+    if config.top_latent_dim:
+        from tfp_vae import hierarchy  # it builds on this module
+        return hierarchy.HierarchicalPrior(build_prior(hierarchy.top_config(config)), config, name="prior")
     if config.prior == "standard_normal":
         return StandardNormalPrior(config.latent_dim, name="prior")
     if config.prior == "mixture":
@@ -129,7 +132,7 @@ def build_prior(config: ModelConfig) -> tf_keras.layers.Layer:
 
 
 def has_exact_kl(config: ModelConfig) -> bool:
-    return config.prior == "standard_normal"
+    return config.prior == "standard_normal" and not config.top_latent_dim
 
 
 def draw_posterior_samples(posterior: tfd.Distribution, sample_shape=()) -> tf.Tensor:
@@ -145,10 +148,13 @@ def draw_posterior_samples(posterior: tfd.Distribution, sample_shape=()) -> tf.T
       which also divides by the batch size and fails ("Integer division by zero") on an empty
       batch: the share of a short last batch that a replica can get under tf.distribute.
     """
-    loc = posterior.loc
     context = tf.distribute.get_replica_context()  # None in a strategy's cross-replica context
     replica = 0 if context is None else context.replica_id_in_sync_group
     seed = tf.random.uniform([2], maxval=2 ** 30, dtype=tf.int32) + tf.stack([0, tf.cast(replica, tf.int32)])
+    if not isinstance(getattr(posterior, "tensor_distribution", posterior), tfd.MultivariateNormalDiag):
+        # A two-level posterior (tfp_vae.hierarchy): TFP's reparameterised sampler, same seeding.
+        return posterior.sample(sample_shape, seed=seed)
+    loc = posterior.loc
     shape = tf.concat([tf.constant(sample_shape, tf.int32), tf.shape(loc)], 0)
     noise = tf.random.stateless_normal(shape, seed=seed, dtype=loc.dtype)
     return loc + posterior.scale.diag * noise

@@ -209,13 +209,14 @@ def _read_best(folder: str) -> Optional[dict]:
 def _initialize_prior(model: VAE, config: Config) -> None:
     """A VampPrior's pseudo-inputs start as the first K training images (grey levels, not
     binarized), which trains faster than noise; a resumed run then restores its own."""
-    if not isinstance(model.prior_network, VampPrior):
+    prior = getattr(model.prior_network, "top", model.prior_network)  # a two-level prior's p(z_top)
+    if not isinstance(prior, VampPrior):
         return
     components = config.model.prior_components
     images = data_lib.load_examples(config.data, "train").take(components).batch(components)
     images = next(iter(images))["image"].numpy()
     pixels = np.asarray(data_lib.to_model_input(images, config.data.dataset))
-    model.prior_network.initialize_pseudo_inputs(np.resize(pixels, (components, *pixels.shape[1:])))
+    prior.initialize_pseudo_inputs(np.resize(pixels, (components, *pixels.shape[1:])))
 
 
 def _train(config: Config, workdir: str, output_dir: str, strategy, chief: bool, verbose: int,

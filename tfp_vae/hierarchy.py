@@ -1,0 +1,128 @@
+"""A second stochastic layer: z = [z_top, z_bottom], generated and inferred top-down.
+
+    config = tfp_vae.ModelConfig(architecture="resnet", latent_dim=80, top_latent_dim=40, prior="vamp")
+    model = tfp_vae.VAE(config)
+
+The two-level model of the ConvHVAE (Tomczak & Welling 2018), the published rows at 225.38 (N(0, I)
+on z_top) and 224.67 (VampPrior on z_top):
+
+- generative: p(z_top) p(z_bottom | z_top) p(x | z_top, z_bottom); p(z_top) is the configured prior
+  (N(0, I), a learnt mixture or a VampPrior of q(z_top | x) at pseudo-inputs), p(z_bottom | z_top) a
+  diagonal Gaussian from a small learnt network;
+- inference: q(z_top | x) q(z_bottom | x, z_top), the second a diagonal Gaussian from a small network
+  on the image's features and the sampled z_top.
+
+Both the posterior and the prior are distributions over the concatenated z of `latent_dim`
+dimensions (a JointDistributionSequential of the two levels, through tfb.Invert(tfb.Split)): the
+decoder, the KLDivergenceAddLoss and the importance-sampling estimate of log p(x) see one latent
+vector, as with one layer. The KL has no closed form: it is estimated by Monte Carlo at the z the
+decoder sees (ModelConfig.kl_samples), like the learnt priors' KL of one layer.
+
+q(z|x) is not one diagonal Gaussian, so what needs that is defined here or refused: `mean_path`
+gives VAE.encode's (loc, scale): z_top's posterior mean and scale, then z_bottom's at z_top =
+that mean. The aggregate-posterior report (tfp_vae.diagnosis) and the serving export refuse a
+two-level model with an error that says so.
+"""
+from tfp_vae import _env  # noqa: F401  (must precede tensorflow)
+
+import dataclasses
+
+import tensorflow as tf
+import tensorflow_probability as tfp
+import tf_keras
+
+from tfp_vae import prior as prior_lib
+from tfp_vae.config import ModelConfig
+
+__all__ = ["HierarchicalPosterior", "HierarchicalPrior", "mean_path", "top_config"]
+
+tfd = tfp.distributions
+tfb = tfp.bijectors
+tfpl = tfp.layers
+
+
+def top_config(config: ModelConfig) -> ModelConfig:
+    """The one-layer config of z_top alone: what its prior (and a VampPrior's encoder) is built from."""
+    return dataclasses.replace(config, latent_dim=config.top_latent_dim, top_latent_dim=0)
+
+
+class _ConditionalGaussian(tf_keras.layers.Layer):
+    """inputs [..., n] -> a diagonal Gaussian over `dim` latents: one ReLU hidden layer, then loc and
+    softplus scale. Float32 whatever the body's precision: it is small and feeds a distribution."""
+
+    def __init__(self, units: int, dim: int, **kwargs):
+        super().__init__(dtype="float32", **kwargs)
+        self.dim = dim
+        self.hidden = tf_keras.layers.Dense(units, activation="relu", dtype="float32")
+        self.params = tf_keras.layers.Dense(2 * dim, dtype="float32")
+
+    def call(self, inputs):
+        # Any leading shape: [n] (TFP traces the joint distribution with one unbatched draw),
+        # [B, n], or [S, B, n] under importance sampling, as one matrix product.
+        inputs = tf.cast(inputs, tf.float32)
+        params = self.params(self.hidden(tf.reshape(inputs, [-1, inputs.shape[-1]])))
+        return tf.reshape(params, tf.concat([tf.shape(inputs)[:-1], [2 * self.dim]], 0))
+
+    def distribution(self, inputs) -> tfd.Distribution:
+        return prior_lib.posterior_distribution(self(inputs), self.dim, name="z_bottom")
+
+
+def _concatenated(levels: tfd.Distribution, top_dim: int, bottom_dim: int) -> tfd.Distribution:
+    # [z_top, z_bottom] -> one vector: Split's inverse concatenates, with a zero log-determinant.
+    return tfd.TransformedDistribution(levels, tfb.Invert(tfb.Split([top_dim, bottom_dim])))
+
+
+class HierarchicalPrior(tf_keras.layers.Layer):
+    """p(z) = p(z_top) p(z_bottom | z_top) over the concatenated z; `top` is a one-layer prior layer."""
+
+    def __init__(self, top: tf_keras.layers.Layer, config: ModelConfig, **kwargs):
+        super().__init__(dtype="float32", **kwargs)
+        self.top = top
+        self.top_dim, self.bottom_dim = config.top_latent_dim, config.latent_dim - config.top_latent_dim
+        self.conditional = _ConditionalGaussian(config.conditional_units, self.bottom_dim, name="bottom_prior")
+
+    def distribution(self) -> tfd.Distribution:
+        conditional = self.conditional
+        # A lambda, not the bound method: the joint distribution reads the arity of what it is given.
+        # The joint distribution matches argument names to its parts' names: the top is "z_top".
+        levels = tfd.JointDistributionSequential([self.top.distribution().copy(name="z_top"),
+                                                  lambda z_top: conditional.distribution(z_top)])
+        return _concatenated(levels, self.top_dim, self.bottom_dim)
+
+
+class HierarchicalPosterior(tfpl.DistributionLambda):
+    """[top parameters [B, 2 * top_dim], features [B, F]] -> q(z|x) over the concatenated z [B, latent_dim]."""
+
+    def __init__(self, config: ModelConfig, **kwargs):
+        super().__init__(make_distribution_fn=self._distribution,
+                         convert_to_tensor_fn=prior_lib.draw_posterior_samples, dtype="float32", **kwargs)
+        self.top_dim, self.bottom_dim = config.top_latent_dim, config.latent_dim - config.top_latent_dim
+        self.conditional = _ConditionalGaussian(config.conditional_units, self.bottom_dim, name="bottom_posterior")
+
+    def _distribution(self, inputs) -> tfd.Distribution:
+        top_params, features = inputs
+        features = tf.cast(features, tf.float32)
+        conditional = self.conditional
+
+        def bottom(z_top):
+            # z_top carries sample dimensions in front of the batch: features follow them.
+            shape = tf.concat([tf.shape(z_top)[:-1], tf.shape(features)[-1:]], 0)
+            return conditional.distribution(tf.concat([tf.broadcast_to(features, shape), z_top], -1))
+
+        top = prior_lib.posterior_distribution(top_params, self.top_dim, name="z_top")
+        levels = tfd.JointDistributionSequential([top, bottom])
+        return _concatenated(levels, self.top_dim, self.bottom_dim)
+
+
+def _levels(posterior):
+    posterior = getattr(posterior, "tensor_distribution", posterior)
+    return posterior.distribution.model  # [q(z_top|x), z_top -> q(z_bottom|x, z_top)]
+
+
+def mean_path(posterior):
+    """(loc, scale) [B, latent_dim] of a two-level posterior along its mean: z_top's posterior mean
+    and scale, then z_bottom's posterior mean and scale given z_top = that mean."""
+    top, bottom = _levels(posterior)
+    loc_top = top.mean()
+    conditional = bottom(loc_top)
+    return (tf.concat([loc_top, conditional.mean()], -1), tf.concat([top.stddev(), conditional.stddev()], -1))

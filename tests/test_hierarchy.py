@@ -48,10 +48,13 @@ def by_hand(model, x, z):
     features = tf_keras.Model(encoder.inputs, encoder.get_layer("posterior_params").input)(x).numpy()
     top_loc, top_scale = split_params(encoder.get_layer("posterior_params")(features), TOP)
     z_top, z_bottom = z[..., :TOP], z[..., TOP:]
+    # q(z_bottom | x, z_top): one ReLU layer on [features, z_top], then loc and softplus scale.
+    conditional = encoder.get_layer("posterior").conditional
+    kernel = np.concatenate([conditional.context.kernel.numpy(), conditional.hidden.kernel.numpy()]).astype(np.float64)
     tiled = np.broadcast_to(features, z.shape[:-1] + features.shape[-1:])
-    posterior_conditional = encoder.get_layer("posterior").conditional
+    hidden = np.maximum(np.concatenate([tiled, z_top], -1) @ kernel + conditional.hidden.bias.numpy(), 0)
     bottom_loc, bottom_scale = split_params(
-        posterior_conditional(np.concatenate([tiled, z_top], -1).astype(np.float32)), LATENT - TOP)
+        hidden @ conditional.params.kernel.numpy() + conditional.params.bias.numpy(), LATENT - TOP)
     log_q = gaussian_log_density(z_top, top_loc, top_scale) + gaussian_log_density(z_bottom, bottom_loc, bottom_scale)
     prior_loc, prior_scale = split_params(model.prior_network.conditional(z_top.astype(np.float32)), LATENT - TOP)
     log_p = gaussian_log_density(z_top, 0.0, 1.0) + gaussian_log_density(z_bottom, prior_loc, prior_scale)

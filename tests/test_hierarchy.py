@@ -185,7 +185,25 @@ def test_config_refuses_what_a_two_level_model_cannot_do():
     assert not prior_lib.has_exact_kl(tiny())
 
 
-def test_diagnosis_and_export_refuse_a_two_level_model_with_a_clear_error(tmp_path):
+def test_the_report_reads_the_top_layer():
+    tf_keras.utils.set_random_seed(6)
+    model = VAE(tiny("vamp"))
+    x = binary_images(6)
+    level = hierarchy.TopLevel(model)
+    top = level.encoder(x)
+    assert isinstance(top, tfd.MultivariateNormalDiag) and top.event_shape == (TOP,)
+    np.testing.assert_allclose(top.mean(), model.encode(x)[0][:, :TOP])
+    z_top = level.prior.sample(3, seed=tf.constant([1, 1]))
+    np.testing.assert_allclose(level.prior.log_prob(z_top), model.prior_network.top.distribution().log_prob(z_top))
+    z_bottom = model.prior_network.conditional.distribution(z_top).mean()
+    np.testing.assert_allclose(level.decode(z_top), model.decode(tf.concat([z_top, z_bottom], -1)))
+    result = diagnosis.diagnose(level.encoder, level.prior, tf.data.Dataset.from_tensor_slices(x).batch(3))
+    assert result.summary["latent_dim"] == TOP and np.isfinite(result.summary["marginal_kl"])
+    with pytest.raises(ValueError, match="two-level"):
+        hierarchy.TopLevel(VAE(tiny(top_latent_dim=0)))
+
+
+def test_diagnosing_the_whole_posterior_and_export_refuse_a_two_level_model_with_a_clear_error(tmp_path):
     model = VAE(tiny())
     model(binary_images(1))
     dataset = tf.data.Dataset.from_tensor_slices(binary_images(4)).batch(4)

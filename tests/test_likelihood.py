@@ -107,11 +107,14 @@ def test_evaluation_in_parts_equals_one_evaluation_and_resumes(tmp_path):
     assert np.isfinite(again["log_likelihood_stderr"])
 
 
-def test_a_two_level_model_gets_its_row_without_the_aggregate_posterior_report(tmp_path):
+def test_a_two_level_model_gets_its_row_and_a_report_of_its_top_layer(tmp_path):
     config = tiny_config(epochs=1).replace(model={"latent_dim": 4, "top_latent_dim": 2, "conditional_units": 8})
     row = likelihood.run("tiny_two_level", str(tmp_path), config=config, num_samples=8, examples=1000, verbose=0)
     assert row["status"] == "done" and np.isfinite(row["test_nll"])
-    assert "aggregate_posterior" not in row and not (tmp_path / "diagnosis.json").exists()
-    assert "not diagnosed: two-level model" in likelihood.aggregate_row(row)
     assert f"**{row['test_nll']:.2f}**" in likelihood.table_row(row)
-
+    numbers = row["aggregate_posterior"]
+    assert numbers["level"].startswith("z_top (2 of 4 dimensions)")
+    assert likelihood.aggregate_row(row).startswith("| tiny_two_level (z_top) |")
+    with open(tmp_path / "diagnosis.json") as handle:
+        assert json.load(handle)["latent_dim"] == 2
+    assert "The latents here are z_top" in (tmp_path / "report.md").read_text()

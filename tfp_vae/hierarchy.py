@@ -20,8 +20,9 @@ decoder sees (ModelConfig.kl_samples), like the learnt priors' KL of one layer.
 
 q(z|x) is not one diagonal Gaussian, so what needs that is defined here or refused: `mean_path`
 gives VAE.encode's (loc, scale): z_top's posterior mean and scale, then z_bottom's at z_top =
-that mean. The aggregate-posterior report (tfp_vae.diagnosis) and the serving export refuse a
-two-level model with an error that says so.
+that mean. The aggregate-posterior report covers z_top, the layer under the configured prior
+(`TopLevel`: q(z_top|x) is one diagonal Gaussian). The serving export refuses a two-level model
+with an error that says so.
 """
 from tfp_vae import _env  # noqa: F401  (must precede tensorflow)
 
@@ -34,7 +35,7 @@ import tf_keras
 from tfp_vae import prior as prior_lib
 from tfp_vae.config import ModelConfig
 
-__all__ = ["HierarchicalPosterior", "HierarchicalPrior", "mean_path", "top_config"]
+__all__ = ["HierarchicalPosterior", "HierarchicalPrior", "TopLevel", "mean_path", "top_config", "top_posterior"]
 
 tfd = tfp.distributions
 tfb = tfp.bijectors
@@ -136,3 +137,34 @@ def mean_path(posterior):
     loc_top = top.mean()
     conditional = bottom(loc_top)
     return (tf.concat([loc_top, conditional.mean()], -1), tf.concat([top.stddev(), conditional.stddev()], -1))
+
+
+def top_posterior(posterior) -> tfd.Distribution:
+    """q(z_top|x) of a two-level posterior: one diagonal Gaussian per example."""
+    return _levels(posterior)[0]
+
+
+class TopLevel:
+    """What the aggregate-posterior report reads of a two-level VAE: its top layer.
+
+    `encoder(x)` is q(z_top|x), `prior` is p(z_top) (the configured prior, learnt or N(0, I)), and
+    `decode(z_top)` decodes [z_top, E[p(z_bottom|z_top)]]: z_bottom at its prior mean, for pictures.
+    """
+
+    def __init__(self, model):
+        if not model.config.top_latent_dim:
+            raise ValueError("TopLevel needs a two-level model (top_latent_dim > 0).")
+        self.model = model
+
+    def encoder(self, x) -> tfd.Distribution:
+        return top_posterior(self.model.encoder(x))
+
+    @property
+    def prior(self) -> tfd.Distribution:
+        return self.model.prior_network.top.distribution()
+
+    def decode(self, z_top, seed=0):
+        z_top = tf.convert_to_tensor(z_top, tf.float32)
+        z_bottom = self.model.prior_network.conditional.distribution(z_top).mean()
+        return self.model.decode(tf.concat([z_top, z_bottom], -1), seed=seed)
+

@@ -186,8 +186,8 @@ def run(name: str, workdir: str, time_budget: Optional[float] = None, *, config:
             training.write_json(dict(summary, likelihood=config.model.likelihood,
                                      batch_size=EVALUATION_BATCH),
                                 os.path.join(workdir, "evaluation.json"))
-            if not config.model.top_latent_dim:  # the diagnosis needs one Gaussian q(z|x) (hierarchy.py)
-                row["aggregate_posterior"] = _diagnosis(workdir, examples, reference)
+            # For a two-level model, of z_top (tfp_vae.hierarchy.TopLevel).
+            row["aggregate_posterior"] = _diagnosis(workdir, examples, reference)
     training.write_json(row, os.path.join(workdir, "likelihood.json"))
     return row
 
@@ -210,7 +210,10 @@ def _diagnosis(workdir: str, examples: Optional[int], reference: Optional[str]) 
             summary = None
     if summary is None:
         summary = report.diagnose_run(workdir, split="test", examples=examples, reference=reference)
-    return {key: summary[key] for key in keys}
+    numbers = {key: summary[key] for key in keys}
+    if "level" in summary:  # a two-level model's report covers z_top
+        numbers["level"] = summary["level"]
+    return numbers
 
 
 def _timed_epochs(workdir: str) -> int:
@@ -250,11 +253,10 @@ def aggregate_row(row: dict) -> str:
     into the mutual information I_q(x; z) and the marginal KL of the aggregate posterior q(z)."""
     if row.get("status") != "done":
         return f"| {row['model']} | ({row['status']}) | | | | | |"
-    if "aggregate_posterior" not in row:
-        return f"| {row['model']} | {row['test_nll']:.2f} | (not diagnosed: two-level model) | | | | |"
     numbers = row["aggregate_posterior"]
 
     def value(name):
         return f"{numbers[name]:.2f} ± {numbers[name + '_stderr']:.2f}"
-    return (f"| {row['model']} | {row['test_nll']:.2f} | {value('mean_kl')} | {value('mutual_information')} | "
+    level = " (z_top)" if numbers.get("level") else ""
+    return (f"| {row['model']}{level} | {row['test_nll']:.2f} | {value('mean_kl')} | {value('mutual_information')} | "
             f"{value('marginal_kl')} | {value('marginal_kl_leave_one_out')} | {numbers['active_units']} |")

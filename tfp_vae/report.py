@@ -16,7 +16,7 @@ from typing import Optional
 import numpy as np
 
 from tfp_vae import data as data_lib
-from tfp_vae import diagnosis, plots
+from tfp_vae import diagnosis, hierarchy, plots
 from tfp_vae.config import load_config
 from tfp_vae.training import load, write_json
 
@@ -120,6 +120,7 @@ def markdown_report(summary: dict, pictures: dict, folder: str, class_names=None
     lines = [
         f"# Aggregate-posterior report: {summary['split']} split, {summary['examples']} examples",
         "",
+        *([f"The latents here are {summary['level']}.", ""] if summary.get("level") else []),
         "A VAE pays KL(q(z|x) || p(z)) for every example. Averaged over the data this splits exactly "
         "(Hoffman & Johnson 2016, \"ELBO surgery\") into **I_q(x; z)**, the information the code keeps "
         "about which example it came from (at most log N), plus **KL(q(z) || p(z))**, how far the "
@@ -270,11 +271,16 @@ def diagnose_run(workdir: str, *, split: str = "test", examples: Optional[int] =
     model = load(workdir)
     dataset = data_lib.input_pipeline(config.data, split, batch_size, seed=seed, with_labels=True,
                                       shuffle=False)
-    result = diagnosis.diagnose(model.encoder, model.prior, dataset, examples=examples,
+    # A two-level model: the report covers z_top, the layer under the configured prior.
+    level = hierarchy.TopLevel(model) if config.model.top_latent_dim else model
+    result = diagnosis.diagnose(level.encoder, level.prior, dataset, examples=examples,
                                 samples_per_example=samples_per_example, seed=seed, batch_size=batch_size)
     class_names = CLASS_NAMES.get(config.data.dataset)
     folder = "diagnosis"
-    pictures = save_pictures(model, result, os.path.join(workdir, folder), class_names, seed)
+    pictures = save_pictures(level, result, os.path.join(workdir, folder), class_names, seed)
+    if config.model.top_latent_dim:
+        result.summary["level"] = (f"z_top ({config.model.top_latent_dim} of {config.model.latent_dim} dimensions) "
+                                   "of a two-level model; pictures decode z_bottom at its prior mean given z_top")
     summary = dict(result.summary, split=split, seed=seed, dataset=config.data.dataset,
                    class_names=class_names,
                    pictures={name: f"{folder}/{file}" for name, file in pictures.items()},

@@ -27,9 +27,11 @@ def test_registered_models_follow_the_protocol():
         assert config.data.dataset == "fashion_mnist" and config.data.binarization == "dynamic"
         assert config.data.validation_examples == 10_000 and config.data.train_examples is None
         assert config.training.keep_best  # model selection on validation, never on test
-        # Learnt priors are shown next to N(0, I), one-level models only: the report needs one Gaussian q(z|x).
+        # A learnt prior (one layer) is shown next to N(0, I); a two-level model next to its one-layer network.
         if config.model.prior != "standard_normal" and not config.model.top_latent_dim:
             assert likelihood.MODELS[model.reference].config.model.prior == "standard_normal"
+        if config.model.top_latent_dim:  # next to the same network with one layer
+            assert likelihood.MODELS[model.reference].config.model.architecture == config.model.architecture
     with pytest.raises(ValueError, match="unknown model 'nope'"):
         likelihood.run("nope", "/nonexistent")
 

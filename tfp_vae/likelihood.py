@@ -72,7 +72,8 @@ MODELS = {
                           "z_bottom 40 given z_top", Config(
                               model=dataclasses.replace(_RESNET, prior="vamp", prior_components=100, latent_dim=80,
                                                         top_latent_dim=40),
-                              data=_PROTOCOL, training=dataclasses.replace(_MLP_TRAINING, epochs=250))),
+                              data=_PROTOCOL, training=dataclasses.replace(_MLP_TRAINING, epochs=250)),
+                          reference="resnet_vamp"),  # what the second layer changes, same network and prior
     # An autoregressive decoder (a different class: compare with the PixelSNAIL rows). Not run yet.
     "mlp_made": Model("the mlp network with an autoregressive decoder (a MADE of 500 units over the pixels, "
                       "conditioned on z)", Config(model=dataclasses.replace(_MLP, autoregressive_units=(500,)),

@@ -1,6 +1,6 @@
 """What each epoch costs besides its training steps: the input pipeline's start and end, and fit's epoch boundary.
 
-    python benchmarks/epoch_overhead.py                # about 4 minutes on 2 cores
+    python benchmarks/epoch_overhead.py                # about 2 minutes on 2 cores
     python benchmarks/epoch_overhead.py --epochs 6 --iterations 4
 
 On the likelihood protocol's data (50,000 dynamically binarized training images, the whole set

@@ -247,8 +247,8 @@ def input_pipeline(config: DataConfig, split: str, batch_size: int, *, seed: int
     if shuffle:
         # Shuffle examples, not batches, so batches are mixed anew every epoch; and the cached
         # uint8 examples, before the map: each epoch starts by filling the buffer, and filling it
-        # with binarized float32 images (mapped first) made every epoch wait about 2 s for its
-        # first batch with the whole training set in the buffer (benchmarks/epoch_overhead.py).
+        # with binarized float32 images (mapped first) made every epoch wait 1.5 s for its first
+        # batch with the whole training set in the buffer (benchmarks/epoch_overhead.py).
         size = int(examples.cardinality())
         buffer = min(config.shuffle_buffer, size) if size > 0 else config.shuffle_buffer
         examples = examples.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)

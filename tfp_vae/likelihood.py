@@ -67,14 +67,14 @@ MODELS = {
                                                  data=_PROTOCOL, training=dataclasses.replace(_MLP_TRAINING, epochs=250)),
                          reference="mlp"),
     # Two stochastic layers of 40 (tfp_vae.hierarchy), the VampPrior on the top one: the ConvHVAE
-    # design of the published 224.67, on this package's resnet. Not run yet.
+    # design of the published 224.67, on this package's resnet.
     "resnet_hvamp": Model("resnet_vamp with a second stochastic layer: z_top 40 (VampPrior of 100 pseudo-inputs), "
                           "z_bottom 40 given z_top", Config(
                               model=dataclasses.replace(_RESNET, prior="vamp", prior_components=100, latent_dim=80,
                                                         top_latent_dim=40),
                               data=_PROTOCOL, training=dataclasses.replace(_MLP_TRAINING, epochs=250)),
                           reference="resnet_vamp"),  # what the second layer changes, same network and prior
-    # An autoregressive decoder (a different class: compare with the PixelSNAIL rows). Not run yet.
+    # An autoregressive decoder (a different class: compare with the PixelSNAIL rows).
     "mlp_made": Model("the mlp network with an autoregressive decoder (a MADE of 500 units over the pixels, "
                       "conditioned on z)", Config(model=dataclasses.replace(_MLP, autoregressive_units=(500,)),
                                                    data=_PROTOCOL, training=_MLP_TRAINING), reference="mlp"),

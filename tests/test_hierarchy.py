@@ -203,15 +203,57 @@ def test_the_report_reads_the_top_layer():
         hierarchy.TopLevel(VAE(tiny(top_latent_dim=0)))
 
 
-def test_diagnosing_the_whole_posterior_and_export_refuse_a_two_level_model_with_a_clear_error(tmp_path):
+def test_diagnosing_the_whole_posterior_refuses_a_two_level_model_with_a_clear_error():
     model = VAE(tiny())
     model(binary_images(1))
     dataset = tf.data.Dataset.from_tensor_slices(binary_images(4)).batch(4)
     with pytest.raises(ValueError, match="two-level"):
         diagnosis.collect_posteriors(model.encoder, model.prior, dataset)
-    with pytest.raises(ValueError, match="two-level"):
-        export.export(model, str(tmp_path / "saved_models" / "vae"))
-    assert not (tmp_path / "saved_models").exists()  # refused before anything was written
+
+
+def test_reparameterized_noise_is_a_draw_of_the_posterior():
+    # Change of variables: log q(z) = log N(noise; 0, I) - sum log scale of each level at z.
+    tf_keras.utils.set_random_seed(7)
+    model = VAE(tiny())
+    x = binary_images(3)
+    posterior = model.posterior(x)
+    noise = np.random.default_rng(1).normal(size=(6, 1, LATENT)).astype(np.float32)
+    z = hierarchy.reparameterized(posterior, noise)
+    assert z.shape == (6, 3, LATENT)
+    top, bottom = hierarchy._levels(posterior)
+    scale = np.concatenate([np.broadcast_to(top.stddev(), (6, 3, TOP)), bottom(z[..., :TOP]).stddev()], -1)
+    expected = gaussian_log_density(np.broadcast_to(noise, z.shape), 0.0, 1.0) - np.log(scale).sum(-1)
+    np.testing.assert_allclose(posterior.log_prob(z), expected, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(z[..., :TOP], top.mean() + top.stddev() * noise[..., :TOP], rtol=1e-6)
+
+
+def test_exported_signatures_match_the_in_memory_two_level_model(tmp_path):
+    tf_keras.utils.set_random_seed(8)
+    model = VAE(tiny("vamp"))
+    model.compile(tf_keras.optimizers.Adam(1e-2))
+    model.fit(binary_images(32), batch_size=16, epochs=1, verbose=0)
+    num_samples, seed = 16, 5
+    loaded = tf.saved_model.load(export.export(model, str(tmp_path / "two_level"), num_samples=num_samples, seed=seed))
+    x = binary_images(3, seed=4)
+    encoded = loaded.signatures["encode"](x=tf.constant(x))
+    loc, scale = model.encode(x)
+    np.testing.assert_allclose(encoded["z_mean"], loc, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(encoded["z_stddev"], scale, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(loaded.signatures["reconstruct"](x=tf.constant(x))["x_mean"], model.decode(loc),
+                               atol=1e-5)
+    # score: K draws z_k from the documented noise, then the IWAE bound and the ELBO over them.
+    noise = export.score_noise(LATENT, num_samples, seed)
+    posterior = model.posterior(x)
+    z = hierarchy.reparameterized(posterior, noise[:, None, :]).numpy()  # [K, B, latent]
+    log_p_x_given_z = np.stack([model.decoder(z_k).log_prob(x).numpy() for z_k in z])
+    log_q, log_p = posterior.log_prob(z).numpy(), model.prior.log_prob(z).numpy()
+    log_weights = (log_p_x_given_z + log_p - log_q).astype(np.float64)
+    got = loaded.signatures["score"](x=tf.constant(x))
+    np.testing.assert_allclose(got["kl"], np.mean(log_q - log_p, 0), rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(got["log_likelihood"], np.logaddexp.reduce(log_weights, 0) - math.log(num_samples),
+                               rtol=1e-4, atol=1e-3)
+    sample = loaded.signatures["sample"](seed=tf.constant([7], tf.int64))
+    np.testing.assert_allclose(sample["x_mean"], model.sample(1, seed=7), atol=1e-5)
 
 
 def test_cli_flags_reach_the_config():

@@ -33,7 +33,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 import tfp_vae
-from tfp_vae import autoregressive
+from tfp_vae import autoregressive, hierarchy
 from tfp_vae import prior as prior_lib
 from tfp_vae import training
 from tfp_vae.model import VAE
@@ -125,10 +125,14 @@ def _serving_functions(model: VAE, num_samples: int, seed: int) -> dict:
                 noise_seeds, fn_output_signature=tf.TensorSpec(image_shape, tf.float32))
         return autoregressive.sample_path(likelihood(z), noise)[1]
 
+    def posterior_loc_scale(q):
+        # A two-level posterior along its mean (VAE.encode, hierarchy.mean_path).
+        return hierarchy.mean_path(q) if config.top_latent_dim else (q.mean(), q.stddev())
+
     @tf.function(input_signature=[image_spec])
     def encode(x):
-        q = posterior(x)
-        return {"z_mean": q.mean(), "z_stddev": q.stddev()}
+        loc, scale = posterior_loc_scale(posterior(x))
+        return {"z_mean": loc, "z_stddev": scale}
 
     @tf.function(input_signature=[latent_spec])
     def decode(z):
@@ -136,7 +140,7 @@ def _serving_functions(model: VAE, num_samples: int, seed: int) -> dict:
 
     @tf.function(input_signature=[image_spec])
     def reconstruct(x):
-        z = posterior(x).mean()
+        z = posterior_loc_scale(posterior(x))[0]
         if config.autoregressive_units:  # each pixel given x's own pixels before it (VAE.reconstruct)
             return {"x_mean": autoregressive.teacher_forced_mean(likelihood(z), x)}
         return {"x_mean": x_mean(z)}
@@ -145,7 +149,10 @@ def _serving_functions(model: VAE, num_samples: int, seed: int) -> dict:
     def score(x):
         q, prior = posterior(x), model.prior
         noise = score_noise(latent_dim, num_samples, seed)
-        z = q.mean() + q.stddev() * noise[:, tf.newaxis, :]  # [K, batch, latent], reparameterised
+        if config.top_latent_dim:
+            z = hierarchy.reparameterized(q, noise[:, tf.newaxis, :])  # z_bottom given its own z_top
+        else:
+            z = q.mean() + q.stddev() * noise[:, tf.newaxis, :]  # [K, batch, latent], reparameterised
         kl = prior_lib.kl_divergence(q, prior, z)  # exact for N(0, I); else over the same K z
         batch = tf.shape(x)[0]
         # One decoder pass over K * batch rows instead of K passes.
@@ -298,6 +305,11 @@ def _write_version(model: VAE, workdir, path: str, model_name: str, version: int
                    "pixel_noise(image_shape, stateless_fold_in(row seed pair, 0)); reconstruct: "
                    "p(x_i = 1 | x_<i, z) given x's own pixels") if model.config.autoregressive_units
                   else "mean of p(x|z)",
+        "top_latent_dim": model.config.top_latent_dim,
+        # What z_mean / z_stddev are for a two-level model, whose q(z|x) is not one Gaussian.
+        "z_mean": ("z_top's posterior mean and scale, then z_bottom's given z_top at that mean "
+                   "(tfp_vae.hierarchy.mean_path); score draws z_bottom given its own z_top")
+                  if model.config.top_latent_dim else "mean and standard deviation of q(z|x)",
         "source_workdir": workdir,
         "tfp_vae_version": tfp_vae.__version__,
         "tensorflow_version": tf.__version__,
@@ -342,10 +354,6 @@ def export(workdir_or_model, export_base: str, version=None, *, num_samples: int
     else:
         workdir = os.path.abspath(os.fspath(workdir_or_model))
         model = training.load(workdir)
-    if model.config.top_latent_dim:
-        # The signatures read q(z|x) as one diagonal Gaussian (z_mean, z_stddev, score's noise).
-        raise ValueError("export of a two-level model (top_latent_dim > 0) is not supported yet: its q(z|x) is "
-                         "not one diagonal Gaussian, which the encode and score signatures return and use.")
 
     os.makedirs(export_base, exist_ok=True)
     staging = os.path.join(export_base, f".tmp-export-{version}-{os.getpid()}-{uuid.uuid4().hex[:8]}")

@@ -20,9 +20,9 @@ decoder sees (ModelConfig.kl_samples), like the learnt priors' KL of one layer.
 
 q(z|x) is not one diagonal Gaussian, so what needs that is defined here or refused: `mean_path`
 gives VAE.encode's (loc, scale): z_top's posterior mean and scale, then z_bottom's at z_top =
-that mean. The aggregate-posterior report covers z_top, the layer under the configured prior
-(`TopLevel`: q(z_top|x) is one diagonal Gaussian). The serving export refuses a two-level model
-with an error that says so.
+that mean; `reparameterized` turns fixed standard-normal noise into z ~ q(z|x) (the serving
+export's `score`). The aggregate-posterior report covers z_top, the layer under the configured
+prior (`TopLevel`: q(z_top|x) is one diagonal Gaussian).
 """
 from tfp_vae import _env  # noqa: F401  (must precede tensorflow)
 
@@ -35,7 +35,8 @@ import tf_keras
 from tfp_vae import prior as prior_lib
 from tfp_vae.config import ModelConfig
 
-__all__ = ["HierarchicalPosterior", "HierarchicalPrior", "TopLevel", "mean_path", "top_config", "top_posterior"]
+__all__ = ["HierarchicalPosterior", "HierarchicalPrior", "TopLevel", "mean_path", "reparameterized", "top_config",
+           "top_posterior"]
 
 tfd = tfp.distributions
 tfb = tfp.bijectors
@@ -137,6 +138,16 @@ def mean_path(posterior):
     loc_top = top.mean()
     conditional = bottom(loc_top)
     return (tf.concat([loc_top, conditional.mean()], -1), tf.concat([top.stddev(), conditional.stddev()], -1))
+
+
+def reparameterized(posterior, noise) -> tf.Tensor:
+    """z = [z_top, z_bottom] from standard-normal `noise` [..., latent_dim] (broadcast against the
+    batch): z_top = loc + scale * noise_top, then z_bottom from q(z_bottom | x, z_top) the same way."""
+    top, bottom = _levels(posterior)
+    top_dim = top.event_shape[-1]
+    z_top = top.mean() + top.stddev() * noise[..., :top_dim]
+    conditional = bottom(z_top)
+    return tf.concat([z_top, conditional.mean() + conditional.stddev() * noise[..., top_dim:]], -1)
 
 
 def top_posterior(posterior) -> tfd.Distribution:

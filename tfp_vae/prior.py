@@ -189,7 +189,7 @@ def kl_divergence(posterior: tfd.Distribution, prior: tfd.Distribution, samples=
     `samples` [S, B, latent] drawn from q (required then)."""
     try:
         return tfd.kl_divergence(posterior, prior)
-    except NotImplementedError:
+    except (NotImplementedError, ValueError):  # ValueError: joints of dependent parts (tfp_vae.hierarchy)
         if samples is None:
             raise ValueError("this prior has no closed-form KL: pass samples z ~ q(z|x) to estimate it.")
         return tf.reduce_mean(posterior.log_prob(samples) - prior.log_prob(samples), 0)

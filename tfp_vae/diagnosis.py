@@ -100,8 +100,8 @@ def collect_posteriors(encoder: Callable, prior, dataset, *, examples: Optional[
         if not isinstance(unwrapped, tfd.MultivariateNormalDiag):
             raise ValueError(
                 "the aggregate-posterior diagnosis needs q(z|x) to be one diagonal Gaussian per example; this "
-                f"encoder gives a {type(unwrapped).__name__} (a two-level "
-                "model, top_latent_dim > 0, is not supported yet). Diagnose a one-level model.")
+                f"encoder gives a {type(unwrapped).__name__}. For a two-level model (top_latent_dim > 0), "
+                "diagnose its top layer: tfp_vae.hierarchy.TopLevel(model).encoder and .prior (as report.py does).")
         batch_seed = tf.constant([seed, index], tf.int32)
         kl, batch_exact = _kl(posterior, prior, tf.random.experimental.stateless_fold_in(batch_seed, 1),
                               kl_samples)

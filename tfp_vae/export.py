@@ -125,13 +125,9 @@ def _serving_functions(model: VAE, num_samples: int, seed: int) -> dict:
                 noise_seeds, fn_output_signature=tf.TensorSpec(image_shape, tf.float32))
         return autoregressive.sample_path(likelihood(z), noise)[1]
 
-    def posterior_loc_scale(q):
-        # A two-level posterior along its mean (VAE.encode, hierarchy.mean_path).
-        return hierarchy.mean_path(q) if config.top_latent_dim else (q.mean(), q.stddev())
-
     @tf.function(input_signature=[image_spec])
     def encode(x):
-        loc, scale = posterior_loc_scale(posterior(x))
+        loc, scale = hierarchy.loc_and_scale(posterior(x))  # as VAE.encode
         return {"z_mean": loc, "z_stddev": scale}
 
     @tf.function(input_signature=[latent_spec])
@@ -140,7 +136,7 @@ def _serving_functions(model: VAE, num_samples: int, seed: int) -> dict:
 
     @tf.function(input_signature=[image_spec])
     def reconstruct(x):
-        z = posterior_loc_scale(posterior(x))[0]
+        z = hierarchy.loc_and_scale(posterior(x))[0]
         if config.autoregressive_units:  # each pixel given x's own pixels before it (VAE.reconstruct)
             return {"x_mean": autoregressive.teacher_forced_mean(likelihood(z), x)}
         return {"x_mean": x_mean(z)}

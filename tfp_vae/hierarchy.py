@@ -35,7 +35,7 @@ import tf_keras
 from tfp_vae import prior as prior_lib
 from tfp_vae.config import ModelConfig
 
-__all__ = ["HierarchicalPosterior", "HierarchicalPrior", "TopLevel", "mean_path", "reparameterized", "top_config",
+__all__ = ["HierarchicalPosterior", "HierarchicalPrior", "TopLevel", "loc_and_scale", "mean_path", "reparameterized", "top_config",
            "top_posterior"]
 
 tfd = tfp.distributions
@@ -129,6 +129,15 @@ class HierarchicalPosterior(tfpl.DistributionLambda):
 def _levels(posterior):
     posterior = getattr(posterior, "tensor_distribution", posterior)
     return posterior.distribution.model  # [q(z_top|x), z_top -> q(z_bottom|x, z_top)]
+
+
+def loc_and_scale(posterior):
+    """(loc, scale) [B, latent_dim] of a posterior: its mean and standard deviation, or for a
+    two-level posterior its `mean_path`."""
+    # (Not a TransformedDistribution check: MultivariateNormalDiag is one too.)
+    if isinstance(getattr(posterior, "tensor_distribution", posterior), tfd.MultivariateNormalDiag):
+        return posterior.mean(), posterior.stddev()
+    return mean_path(posterior)
 
 
 def mean_path(posterior):

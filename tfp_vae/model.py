@@ -87,7 +87,7 @@ def build_encoder(config: ModelConfig, mixed_precision: bool = False, prior=None
     latent_dim = config.latent_dim
     prior = prior_lib.build_prior(config) if prior is None else prior
     posterior_network = build_posterior_network(config, mixed_precision)
-    top_prior = getattr(prior, "top", prior)  # a two-level prior's p(z_top)
+    top_prior = prior_lib.top_prior(prior)
     if isinstance(top_prior, prior_lib.VampPrior):
         top_prior.posterior_network = posterior_network
     # Built on the network's own graph (not calling it as a nested model): the encoder's layers stay
@@ -240,10 +240,7 @@ class VAE(tf_keras.Model):
     def encode(self, x):
         """Returns the posterior's (loc, scale), each [batch, latent_dim]; for a two-level model,
         along its mean (`hierarchy.mean_path`): z_top's, then z_bottom's given z_top's mean."""
-        posterior = self.posterior(x)
-        if self.config.top_latent_dim:
-            return hierarchy.mean_path(posterior)
-        return posterior.mean(), posterior.stddev()
+        return hierarchy.loc_and_scale(self.posterior(x))
 
     def likelihood(self, z) -> tfd.Distribution:
         return self.decoder(tf.convert_to_tensor(z, tf.float32), training=False)

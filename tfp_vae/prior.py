@@ -24,7 +24,7 @@ from tfp_vae.config import ModelConfig
 
 __all__ = ["MixturePrior", "SCALE_FLOOR", "StandardNormalPrior", "VampPrior", "build_prior",
            "draw_posterior_samples", "has_exact_kl", "kl_divergence", "kl_loss_layer", "posterior_distribution",
-           "standard_normal_prior"]
+           "standard_normal_prior", "top_prior"]
 
 tfd = tfp.distributions
 tfpl = tfp.layers
@@ -129,6 +129,11 @@ def build_prior(config: ModelConfig) -> tf_keras.layers.Layer:
     if config.prior == "mixture":
         return MixturePrior(config.latent_dim, config.prior_components, name="prior")
     return VampPrior(config.latent_dim, config.prior_components, config.image_shape, name="prior")
+
+
+def top_prior(prior: tf_keras.layers.Layer) -> tf_keras.layers.Layer:
+    """The layer of p(z_top) of a two-level prior (tfp_vae.hierarchy); any other prior itself."""
+    return getattr(prior, "top", prior)
 
 
 def has_exact_kl(config: ModelConfig) -> bool:

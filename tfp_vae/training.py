@@ -40,7 +40,7 @@ from tfp_vae import plots
 from tfp_vae.callbacks import BestWeights, EpochClock, HistoryCSV, ImageSummaries, StopOnNaN, Throughput
 from tfp_vae.config import Config, load_config, save_config
 from tfp_vae.model import VAE
-from tfp_vae.prior import VampPrior
+from tfp_vae.prior import VampPrior, top_prior
 
 __all__ = ["build_model", "load", "save_weights", "train", "write_json"]
 
@@ -209,7 +209,7 @@ def _read_best(folder: str) -> Optional[dict]:
 def _initialize_prior(model: VAE, config: Config) -> None:
     """A VampPrior's pseudo-inputs start as the first K training images (grey levels, not
     binarized), which trains faster than noise; a resumed run then restores its own."""
-    prior = getattr(model.prior_network, "top", model.prior_network)  # a two-level prior's p(z_top)
+    prior = top_prior(model.prior_network)
     if not isinstance(prior, VampPrior):
         return
     components = config.model.prior_components

@@ -1,9 +1,7 @@
-import argparse
 import json
 
 import pytest
 
-from tfp_vae import cli
 from tfp_vae.config import Config, DataConfig, ModelConfig, TrainingConfig, load_config, save_config
 
 
@@ -55,24 +53,3 @@ def test_unknown_fields_in_json_are_rejected(tmp_path):
         load_config(str(path))
     with pytest.raises(FileNotFoundError, match="run folder"):
         load_config(str(tmp_path / "missing.json"))
-
-
-def test_flags_override_config_file(tmp_path):
-    base = tmp_path / "base.json"
-    save_config(Config().replace(model={"latent_dim": 5}, training={"epochs": 3}), str(base))
-    parser = argparse.ArgumentParser()
-    cli.add_config_flags(parser)
-    args = parser.parse_args(["--config", str(base), "--epochs", "9", "--hidden-units", "64,32",
-                              "--likelihood", "continuous_bernoulli", "--binarization", "none"])
-    config = cli.config_from_flags(args)
-    assert config.model.latent_dim == 5  # from the file
-    assert config.training.epochs == 9  # from the flag
-    assert config.model.hidden_units == (64, 32)
-    assert config.model.likelihood == "continuous_bernoulli"
-
-
-def test_flags_with_bad_values_raise(tmp_path):
-    parser = argparse.ArgumentParser()
-    cli.add_config_flags(parser)
-    with pytest.raises(ValueError, match="latent_dim"):
-        cli.config_from_flags(parser.parse_args(["--latent-dim", "-3"]))

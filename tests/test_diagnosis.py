@@ -1,11 +1,7 @@
 """Aggregate-posterior estimators against closed forms, quadrature and known extremes."""
 from tfp_vae import _env  # noqa: F401
 
-import json
 import math
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -13,11 +9,11 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 import tf_keras
 
-from tfp_vae import diagnosis, report
+from tfp_vae import diagnosis
 from tfp_vae.config import ModelConfig
 from tfp_vae.model import VAE
 from tfp_vae.prior import SCALE_FLOOR
-from test_evaluation import ROOT, LinearGaussian, make_run  # tests/ is on sys.path under pytest
+from test_evaluation import LinearGaussian  # tests/ is on sys.path under pytest
 
 tfd = tfp.distributions
 
@@ -270,62 +266,3 @@ def test_bad_arguments_are_rejected():
         diagnosis.diagnose(model.encoder(), model.prior, dataset(model.sample_data(8)), samples_per_example=0)
     with pytest.raises(ValueError, match="no examples"):
         diagnosis.diagnose(model.encoder(), model.prior, dataset(model.sample_data(8)[:0]))
-
-
-def run_diagnose(*arguments):
-    return subprocess.run([sys.executable, os.path.join(ROOT, "trainers", "diagnose.py"), *arguments],
-                          capture_output=True, text=True, timeout=300, cwd=ROOT)
-
-
-@pytest.mark.parametrize("arguments,message", [
-    (["--split", "holdout"], "invalid choice: 'holdout'"),
-    (["--examples", "0"], "--examples must be >= 1"),
-])
-def test_diagnose_cli_rejects_bad_flags(tmp_path, arguments, message):
-    result = run_diagnose("--workdir", str(tmp_path), *arguments)
-    assert result.returncode == 2 and message in result.stderr, result.stderr
-
-
-def test_diagnose_cli_rejects_missing_workdir(tmp_path):
-    result = run_diagnose("--workdir", str(tmp_path / "nowhere"))
-    assert result.returncode == 2 and "does not exist" in result.stderr, result.stderr
-
-
-def test_diagnose_cli_writes_the_report(tmp_path):
-    workdir = str(tmp_path / "run")
-    make_run(workdir)
-    result = run_diagnose("--workdir", workdir, "--examples", "100", "--batch-size", "40")
-    assert result.returncode == 0, result.stderr[-3000:]
-    with open(os.path.join(workdir, "diagnosis.json")) as handle:
-        summary = json.load(handle)
-    assert summary["examples"] == 100 and summary["split"] == "test"
-    assert set(summary["per_class"]) <= {str(label) for label in range(10)} and summary["per_class"]
-    with open(os.path.join(workdir, "report.md")) as handle:
-        text = handle.read()
-    assert "I_q(x; z)" in text and "Trouser" in text
-    for name, relative in summary["pictures"].items():
-        assert os.path.getsize(os.path.join(workdir, relative)) > 1000, name
-        assert f"]({relative})" in text, name
-    assert set(summary["pictures"]) == set(report.PICTURES)
-
-
-def test_a_reference_run_is_shown_next_to_this_one_and_mismatches_are_refused(tmp_path):
-    workdir, reference = str(tmp_path / "run"), str(tmp_path / "reference")
-    make_run(workdir)
-    make_run(reference)
-    with pytest.raises(FileNotFoundError, match="has no diagnosis.json"):
-        report.diagnose_run(workdir, examples=60, reference=reference)
-    report.diagnose_run(reference, examples=50)
-    with pytest.raises(ValueError, match="50 test examples, this one on 60"):
-        report.diagnose_run(workdir, examples=60, reference=reference)
-    own = report.diagnose_run(reference, examples=60)
-    result = run_diagnose("--workdir", workdir, "--examples", "60", "--reference", reference)
-    assert result.returncode == 0, result.stderr[-3000:]
-    with open(os.path.join(workdir, "diagnosis.json")) as handle:
-        shown = json.load(handle)["reference"]
-    assert shown["marginal_kl"] == pytest.approx(own["marginal_kl"]) and shown["prior"] == "standard_normal"
-    with open(os.path.join(workdir, "report.md")) as handle:
-        text = handle.read()
-    assert f"## Against {reference}" in text and f"{own['marginal_kl']:.3f}" in text
-    result = run_diagnose("--workdir", workdir, "--reference", str(tmp_path / "nowhere"))
-    assert result.returncode == 2 and "--reference" in result.stderr

@@ -52,7 +52,7 @@ FLAGS = {
     "--seed": ("training", "seed", int, "random seed"),
     "--steps-per-execution": ("training", "steps_per_execution", int, "batches per tf.function call"),
     "--strategy": ("training", "strategy", str, f"one of {', '.join(STRATEGIES)}: one device; all local GPUs "
-                   "(or --num-cpu-devices logical CPUs); several workers from TF_CONFIG (docs/distribute.md)"),
+                   "(or --num-cpu-devices logical CPUs); several workers from TF_CONFIG (README, section 'Several machines')"),
     "--num-cpu-devices": ("training", "num_cpu_devices", int, "with --strategy mirrored: split the CPU into N logical devices (testing)"),
     "--mixed-precision": ("training", "mixed_precision", bool, "float16 network body; distributions, loss and variables float32"),
     "--jit-compile": ("training", "jit_compile", bool, "XLA-compile the training step (--strategy default only)"),

@@ -190,7 +190,7 @@ class TrainingConfig:
     seed: int = 0
     # Batches per tf.function call: fewer Python round trips for small models.
     steps_per_execution: int = 1
-    # How training is spread over devices and machines; see tfp_vae.distribute and docs/distribute.md.
+    # How training is spread over devices and machines: tfp_vae.distribute, README section "Several machines".
     # batch_size is the GLOBAL batch, split over all replicas; learning_rate is not rescaled.
     strategy: str = "default"
     # mirrored only: split the CPU into this many logical devices (testing without GPUs); 0: don't.

@@ -9,7 +9,7 @@ Strategies (`TrainingConfig.strategy`, `--strategy`):
 - `mirrored`: `tf.distribute.MirroredStrategy` over all local GPUs (the CPU when there are none);
   with `num_cpu_devices=N` over N logical CPU devices instead, for testing on CPU-only machines.
 - `multi_worker`: `tf.distribute.MultiWorkerMirroredStrategy`; the cluster and this process's
-  task come from the `TF_CONFIG` environment variable (see docs/distribute.md).
+  task come from the `TF_CONFIG` environment variable (README section "Several machines").
 
 `batch_size` is the GLOBAL batch: each step splits it over all replicas of all workers.
 
@@ -71,7 +71,7 @@ def _check_multi_worker_tf_config(values: dict) -> None:
             "--strategy multi_worker needs TF_CONFIG with a cluster of workers, e.g. "
             'TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
             '"task": {"type": "worker", "index": 0}}\' (index 1 on the second host); '
-            f"got TF_CONFIG={json.dumps(values) if values else 'unset'}. See docs/distribute.md.")
+            f"got TF_CONFIG={json.dumps(values) if values else 'unset'}. See the README section \"Several machines\".")
     if not isinstance(task, dict) or task.get("type") not in cluster:
         raise ValueError(f"TF_CONFIG's task {task!r} must name a task type of its cluster "
                          f"({sorted(cluster)}) and an index, e.g. {{\"type\": \"worker\", \"index\": 0}}.")

@@ -34,11 +34,7 @@ def save_image_grid(images, path: str, title: str = "", columns: int = 8) -> str
     axis.set_axis_off()
     if title:
         axis.set_title(title)
-    temporary = f"{path}.tmp-{os.getpid()}.png"
-    figure.savefig(temporary, dpi=80, bbox_inches="tight")
-    plt.close(figure)
-    os.replace(temporary, path)
-    return path
+    return _save_figure(figure, path)
 
 
 # Aggregate-posterior pictures (tfp_vae.report). Each takes plain arrays and writes one PNG.

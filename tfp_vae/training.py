@@ -14,9 +14,9 @@ logs/ (TensorBoard), samples.png, reconstructions.png.
 `train(config, workdir, time_budget=seconds)` stops at the last epoch boundary that fits in the
 budget; calling it again with the same workdir continues (metrics.json says `finished`).
 
-Under tf.distribute (`training.strategy`, docs/distribute.md) the model is built and compiled in
-the strategy's scope; `batch_size` is the global batch. With `multi_worker` every worker runs
-this whole function (fit, evaluate and saving are collective), but only the chief writes WORKDIR;
+Under tf.distribute (`training.strategy`; README section "Several devices and machines") the model
+is built and compiled in the strategy's scope; `batch_size` is the global batch. With `multi_worker`
+every worker runs this whole function (fit, evaluate and saving are collective), but only the chief writes WORKDIR;
 each other worker writes to a temporary folder of its own, removed when it returns, and restores
 from the chief's WORKDIR/backup (so resuming needs WORKDIR on storage all workers see).
 """

@@ -5,7 +5,7 @@
 writes saved_models/fashion_vae/N/ (N = one more than the highest existing version, or --version)
 with the signatures encode (= serving_default), decode, reconstruct, score and sample, plus
 assets.extra/ (warmup requests, config.json, metrics.json, export_metadata.json) and
-saved_models/fashion_vae/models.config. Serve it: docs/serving.md.
+saved_models/fashion_vae/models.config. Serve it: README section "Serving with TF Serving".
 """
 import argparse
 import json

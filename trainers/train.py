@@ -6,7 +6,7 @@ writes runs/default/{config.json, metrics.json, samples.png, reconstructions.png
 Run it again with the same --workdir to resume after a kill (or with a larger --epochs to train
 longer). TensorBoard: tensorboard --logdir runs/default/logs
 
-Several devices or machines (docs/distribute.md): --strategy mirrored (all local GPUs) or
+Several devices or machines (README: "Several machines"): --strategy mirrored (all local GPUs) or
 --strategy multi_worker with TF_CONFIG set on each worker; --batch-size is the global batch.
 """
 import argparse

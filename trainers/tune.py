@@ -17,7 +17,7 @@ MLP widths); --search limits the searched fields; --range NAME=SPEC changes a ra
   --range "hidden_units=64|128,64" a choice of tuples (| between choices)
 Run the same command again to resume an interrupted search (finished trials are kept).
 Distributed: the same command on every machine with KERASTUNER_TUNER_ID (chief, tuner0, tuner1,
-...), KERASTUNER_ORACLE_IP and KERASTUNER_ORACLE_PORT set; see docs/tuning.md.
+...), KERASTUNER_ORACLE_IP and KERASTUNER_ORACLE_PORT set; see the README section "Distributed tuning".
 """
 import argparse
 import json

@@ -38,6 +38,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "trainers"))
+from _flags import comma_list, yes_no  # noqa: E402
 
 from tfp_vae import _env  # noqa: E402,F401  (must precede tensorflow)
 
@@ -222,20 +224,6 @@ def machine() -> dict:
             "numpy": np.__version__}
 
 
-def _choices(text: str, parse):
-    try:
-        values = [parse(part.strip()) for part in text.split(",") if part.strip()]
-    except (ValueError, KeyError):
-        raise argparse.ArgumentTypeError(f"cannot parse {text!r}")
-    if not values:
-        raise argparse.ArgumentTypeError("give at least one value")
-    return values
-
-
-def _yes_no(text: str) -> bool:
-    return {"no": False, "off": False, "false": False, "yes": True, "on": True, "true": True}[text.lower()]
-
-
 def _model_name(text: str) -> str:
     if text not in MODELS:
         raise ValueError(text)
@@ -250,13 +238,13 @@ def _optimizer_name(text: str) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", type=lambda t: _choices(t, _model_name), default=["mlp", "conv"],
+    parser.add_argument("--models", type=comma_list(_model_name), default=["mlp", "conv"],
                         help="comma-separated: mlp, conv (default both)")
-    parser.add_argument("--steps-per-execution", type=lambda t: _choices(t, int), default=[1, 32],
+    parser.add_argument("--steps-per-execution", type=comma_list(int), default=[1, 32],
                         help="comma-separated values to compare (default 1,32)")
-    parser.add_argument("--jit-compile", type=lambda t: _choices(t, _yes_no), default=[False, True],
+    parser.add_argument("--jit-compile", type=comma_list(yes_no), default=[False, True],
                         help="comma-separated no/yes values to compare (default no,yes)")
-    parser.add_argument("--optimizer", type=lambda t: _choices(t, _optimizer_name), default=["adam"],
+    parser.add_argument("--optimizer", type=comma_list(_optimizer_name), default=["adam"],
                         help=f"comma-separated: {', '.join(OPTIMIZERS)} (default adam, what training uses)")
     parser.add_argument("--steps", type=int, default=None,
                         help="timed steps per variant, at most one epoch's 390 batches less the warm-up "

@@ -20,3 +20,22 @@ def at_least_one(flag: str):
             raise argparse.ArgumentTypeError(f"{flag} must be >= 1, got {value}")
         return value
     return parse
+
+
+def comma_list(parse):
+    """argparse type: a comma-separated list, each item through `parse` (ValueError or KeyError
+    for a bad item); the benchmarks compare the variants listed."""
+    def parse_list(text):
+        try:
+            values = [parse(part.strip()) for part in text.split(",") if part.strip()]
+        except (ValueError, KeyError):
+            raise argparse.ArgumentTypeError(f"cannot parse {text!r}") from None
+        if not values:
+            raise argparse.ArgumentTypeError("give at least one value")
+        return values
+    return parse_list
+
+
+def yes_no(text: str) -> bool:
+    """yes/no (also on/off, true/false), for flags that list variants to compare."""
+    return {"no": False, "off": False, "false": False, "yes": True, "on": True, "true": True}[text.lower()]

@@ -16,7 +16,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "trainers"))
-from _flags import at_least_one  # noqa: E402  (TF-free flag checks: bad flags fail fast)
+from _flags import at_least_one, one_yes_no  # noqa: E402  (TF-free flag checks: bad flags fail fast)
 
 
 def main(argv=None) -> int:
@@ -28,6 +28,9 @@ def main(argv=None) -> int:
                         help="stop at an epoch or evaluation-part boundary within this many minutes")
     parser.add_argument("--num-samples", type=at_least_one("--num-samples"), default=5000,
                         help="importance samples per test image (the protocol: 5000)")
+    parser.add_argument("--jit-compile", type=one_yes_no("--jit-compile"), default=True, metavar="yes|no",
+                        help="XLA for the evaluation (default yes); benchmarks/evaluation_speed.py measures "
+                             "which is faster for a model: TensorFlow's own kernels were for the resnet ones")
     parser.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2), help="Keras progress output")
     args = parser.parse_args(argv)
     if args.time_budget is not None and not args.time_budget > 0:
@@ -53,7 +56,8 @@ def main(argv=None) -> int:
                   f"next to this model's (run --model {reference_name} first, then this command again).")
     try:
         row = likelihood.run(args.model, workdir, None if args.time_budget is None else 60 * args.time_budget,
-                             num_samples=args.num_samples, reference=reference, verbose=args.verbose)
+                             num_samples=args.num_samples, reference=reference, verbose=args.verbose,
+                             jit_compile=args.jit_compile)
     except (FileNotFoundError, ValueError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

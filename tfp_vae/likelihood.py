@@ -100,13 +100,16 @@ def _save_npz(values: dict, path: str) -> None:
 
 
 def evaluate_in_parts(workdir: str, num_samples: int = 5000, examples: Optional[int] = None,
-                      deadline: Optional[float] = None, verbose: int = 1, tag: str = "") -> Optional[dict]:
+                      deadline: Optional[float] = None, verbose: int = 1, tag: str = "",
+                      jit_compile: bool = True) -> Optional[dict]:
     """-log p(x) on the test split of the run in `workdir`, PART_EXAMPLES images at a time.
 
     Each finished part is saved under a folder named by `tag` (which weights: the runner passes
     the epoch count), K and the number of images; a part is only started while the slowest part
     so far would end before `deadline` (a time.time() value). Returns the summary, or None when
-    time ran out first; call again to continue.
+    time ran out first; call again to continue. `jit_compile`: as in evaluation.evaluate. XLA draws
+    other random numbers than TensorFlow's kernels for the same seed, so parts computed with and
+    without it are different (equally valid) estimates: they combine, but do not repeat digit for digit.
     """
     config = load_config(os.path.join(workdir, "config.json"))
     available = data_lib.num_examples(config.data, "test")
@@ -130,7 +133,7 @@ def evaluate_in_parts(workdir: str, num_samples: int = 5000, examples: Optional[
         result = evaluation.evaluate(
             model.encoder, model.decoder, prior, dataset.skip(first // EVALUATION_BATCH), num_samples,
             examples=min(PART_EXAMPLES, total - first), batch_offset=first // EVALUATION_BATCH,
-            per_example=True, verbose=verbose)
+            per_example=True, verbose=verbose, jit_compile=jit_compile)
         _save_npz({**result["per_example"], "seconds": result["seconds"]}, path)
         slowest = max(slowest, time.time() - started)
     pieces = [np.load(os.path.join(folder, f"part-{part:03d}-of-{parts:03d}.npz")) for part in range(parts)]
@@ -149,13 +152,14 @@ def _machine() -> str:
 
 def run(name: str, workdir: str, time_budget: Optional[float] = None, *, config: Optional[Config] = None,
         num_samples: int = 5000, examples: Optional[int] = None, reference: Optional[str] = None,
-        verbose: int = 1) -> dict:
+        verbose: int = 1, jit_compile: bool = True) -> dict:
     """Trains (or continues) model `name` in `workdir`, then evaluates it; returns the row's values.
 
     `time_budget` (seconds) covers both phases of this call; the returned dict has "status"
     "training", "evaluating" or "done". `config` replaces the registered one (tests shrink it);
     `examples` caps the test images (the protocol uses all). `reference`: the folder of a finished
     run whose aggregate-posterior numbers the report (report.md) shows next to this one's.
+    `jit_compile`: XLA for the evaluation (benchmarks/evaluation_speed.py measures which is faster).
     """
     if config is None:
         if name not in MODELS:
@@ -181,12 +185,13 @@ def run(name: str, workdir: str, time_budget: Optional[float] = None, *, config:
     if metrics["finished"]:
         row["status"] = "evaluating"
         summary = evaluate_in_parts(workdir, num_samples, examples, deadline, verbose,
-                                    tag=f"epochs{metrics['epochs']}-")
+                                    tag=f"epochs{metrics['epochs']}-", jit_compile=jit_compile)
         if summary is not None:
             row.update(status="done", test_elbo=summary["elbo"], test_nll=summary["negative_log_likelihood"],
                        test_nll_stderr=summary["log_likelihood_stderr"],
                        test_nll_half=-summary["log_likelihood_half"], num_samples=num_samples,
-                       test_examples=summary["examples"], evaluation_seconds=summary["seconds"])
+                       test_examples=summary["examples"], evaluation_seconds=summary["seconds"],
+                       evaluation_jit_compile=jit_compile)  # of this call's parts
             # Where the KL goes, next to the likelihood: evaluation.json feeds the report.
             training.write_json(dict(summary, likelihood=config.model.likelihood,
                                      batch_size=EVALUATION_BATCH),

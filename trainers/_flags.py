@@ -39,3 +39,13 @@ def comma_list(parse):
 def yes_no(text: str) -> bool:
     """yes/no (also on/off, true/false), for flags that list variants to compare."""
     return {"no": False, "off": False, "false": False, "yes": True, "on": True, "true": True}[text.lower()]
+
+
+def one_yes_no(flag: str):
+    """argparse type: a single yes/no (as `yes_no`); errors name `flag` and the accepted words."""
+    def parse(text):
+        try:
+            return yes_no(text)
+        except KeyError:
+            raise argparse.ArgumentTypeError(f"{flag} must be yes or no, got {text!r}") from None
+    return parse

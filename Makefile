@@ -39,8 +39,9 @@ export: setup
 
 # The published-protocol likelihood benchmark for one model (benchmarks/likelihood.py --list).
 MODEL ?= mlp
+FLAGS ?=
 likelihood: setup
-	$(BIN)/python benchmarks/likelihood.py --model $(MODEL)
+	$(BIN)/python benchmarks/likelihood.py --model $(MODEL) $(FLAGS)
 
 test: setup
 	$(BIN)/python -m pytest -q --durations=15 tests

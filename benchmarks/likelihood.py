@@ -30,7 +30,7 @@ def main(argv=None) -> int:
                         help="importance samples per test image (the protocol: 5000)")
     parser.add_argument("--jit-compile", type=one_yes_no("--jit-compile"), default=True, metavar="yes|no",
                         help="XLA for the evaluation (default yes); benchmarks/evaluation_speed.py measures "
-                             "which is faster for a model: TensorFlow's own kernels were for the resnet ones")
+                             "which is faster for a model (TensorFlow's own kernels were, for resnet_hvamp)")
     parser.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2), help="Keras progress output")
     args = parser.parse_args(argv)
     if args.time_budget is not None and not args.time_budget > 0:

@@ -9,6 +9,11 @@ ELBO, test NLL, and where the KL goes (the aggregate-posterior report, runs/like
 next to the reference model's when that has run: mlp for the learnt-prior models). Both phases
 resume: run the same command again after a kill or when the time budget (minutes, for this
 invocation) ran out. --list shows the models.
+
+    python benchmarks/likelihood.py --model resnet_hvamp --workdir runs/likelihood/resnet_hvamp-400 --epochs 400
+
+trains a finished (or copied) run on to 400 epochs from its last epoch's backup; the cosine
+schedule is re-stretched to 400 epochs, so the added epochs restart at that schedule's rate.
 """
 import argparse
 import json
@@ -31,6 +36,10 @@ def main(argv=None) -> int:
     parser.add_argument("--jit-compile", type=one_yes_no("--jit-compile"), default=True, metavar="yes|no",
                         help="XLA for the evaluation (default yes); benchmarks/evaluation_speed.py measures "
                              "which is faster for a model (TensorFlow's own kernels were, for resnet_hvamp)")
+    parser.add_argument("--epochs", type=at_least_one("--epochs"), default=None,
+                        help="train to this many epochs instead of the registered count; extends a finished run "
+                             "from its last epoch, its cosine schedule re-stretched to the new length (a warm "
+                             "restart: write it down next to the figure)")
     parser.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2), help="Keras progress output")
     args = parser.parse_args(argv)
     if args.time_budget is not None and not args.time_budget > 0:
@@ -57,7 +66,7 @@ def main(argv=None) -> int:
     try:
         row = likelihood.run(args.model, workdir, None if args.time_budget is None else 60 * args.time_budget,
                              num_samples=args.num_samples, reference=reference, verbose=args.verbose,
-                             jit_compile=args.jit_compile)
+                             jit_compile=args.jit_compile, epochs=args.epochs)
     except (FileNotFoundError, ValueError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -135,3 +135,23 @@ def test_a_two_level_model_gets_its_row_and_a_report_of_its_top_layer(tmp_path):
     with open(tmp_path / "diagnosis.json") as handle:
         assert json.load(handle)["latent_dim"] == 2
     assert "The latents here are z_top" in (tmp_path / "report.md").read_text()
+
+
+def test_a_finished_run_extends_to_more_epochs_and_is_evaluated_again(tmp_path):
+    workdir = str(tmp_path / "run")
+    first = likelihood.run("tiny", workdir, config=tiny_config(), num_samples=8, examples=1000, verbose=0)
+    assert first["status"] == "done" and first["epochs"] == 2
+    steps_per_epoch = 512 // 64
+    longer = likelihood.run("tiny", workdir, config=tiny_config(), num_samples=8, examples=1000, verbose=0, epochs=3)
+    assert longer["status"] == "done" and longer["epochs"] == 3 and longer["epochs_planned"] == 3
+    with open(os.path.join(workdir, "metrics.json")) as handle:
+        # Continued from the epoch-2 backup (weights and optimizer), not trained again from scratch.
+        assert json.load(handle)["optimizer_steps"] == 3 * steps_per_epoch
+    assert load_config(os.path.join(workdir, "config.json")).training.epochs == 3
+    # The evaluation of the longer run's weights is a new one, beside the first.
+    parts = sorted(os.listdir(os.path.join(workdir, "likelihood_parts")))
+    assert parts == ["epochs2-K8-N1000", "epochs3-K8-N1000"]
+    with pytest.raises(ValueError, match="already trained 3 epochs, more than the 2 asked for"):
+        likelihood.run("tiny", workdir, config=tiny_config(), num_samples=8, examples=1000, verbose=0, epochs=2)
+    with pytest.raises(ValueError, match="epochs must be a whole number >= 1, got 0"):
+        likelihood.run("tiny", workdir, config=tiny_config(), verbose=0, epochs=0)

@@ -122,3 +122,6 @@ def test_likelihood_benchmark_lists_models_and_rejects_unknown_ones():
     wrong = subprocess.run([sys.executable, script, "--model", "mlp", "--jit-compile", "maybe"],
                            capture_output=True, text=True, timeout=120)
     assert wrong.returncode == 2 and "--jit-compile must be yes or no, got 'maybe'" in wrong.stderr
+    wrong = subprocess.run([sys.executable, script, "--model", "mlp", "--epochs", "0"],
+                           capture_output=True, text=True, timeout=120)
+    assert wrong.returncode == 2 and "--epochs must be >= 1, got 0" in wrong.stderr

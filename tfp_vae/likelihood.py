@@ -152,7 +152,7 @@ def _machine() -> str:
 
 def run(name: str, workdir: str, time_budget: Optional[float] = None, *, config: Optional[Config] = None,
         num_samples: int = 5000, examples: Optional[int] = None, reference: Optional[str] = None,
-        verbose: int = 1, jit_compile: bool = True) -> dict:
+        verbose: int = 1, jit_compile: bool = True, epochs: Optional[int] = None) -> dict:
     """Trains (or continues) model `name` in `workdir`, then evaluates it; returns the row's values.
 
     `time_budget` (seconds) covers both phases of this call; the returned dict has "status"
@@ -160,11 +160,20 @@ def run(name: str, workdir: str, time_budget: Optional[float] = None, *, config:
     `examples` caps the test images (the protocol uses all). `reference`: the folder of a finished
     run whose aggregate-posterior numbers the report (report.md) shows next to this one's.
     `jit_compile`: XLA for the evaluation (benchmarks/evaluation_speed.py measures which is faster).
+    `epochs` replaces the config's count: a finished run then trains on from its last epoch's backup
+    (weights and optimizer state), and the cosine schedule is re-stretched to the new length, so the
+    added epochs restart from that longer schedule's rate at the step reached (a warm restart, not
+    the run a fresh schedule of `epochs` would have been). The best validation epoch so far stays
+    the one kept until a later epoch beats it; the evaluation is redone for the weights kept.
     """
     if config is None:
         if name not in MODELS:
             raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}.")
         config = MODELS[name][1]
+    if epochs is not None:
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+            raise ValueError(f"epochs must be a whole number >= 1, got {epochs!r}.")
+        config = config.replace(training={"epochs": epochs})
     started = time.time()
     deadline = None if time_budget is None else started + time_budget
     metrics_path = os.path.join(workdir, "metrics.json")
@@ -172,6 +181,10 @@ def run(name: str, workdir: str, time_budget: Optional[float] = None, *, config:
     if os.path.exists(metrics_path):
         with open(metrics_path) as handle:
             metrics = json.load(handle)
+    if metrics is not None and metrics["epochs"] > config.training.epochs:
+        raise ValueError(f"{workdir} has already trained {metrics['epochs']} epochs, more than the "
+                         f"{config.training.epochs} asked for; a run can be extended, not shortened "
+                         "(use a new workdir, or at least its epochs).")
     if metrics is None or not metrics.get("finished") or metrics["epochs"] < config.training.epochs:
         metrics = training.train(config, workdir, verbose=verbose, time_budget=time_budget)
     row = {

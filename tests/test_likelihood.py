@@ -153,5 +153,5 @@ def test_a_finished_run_extends_to_more_epochs_and_is_evaluated_again(tmp_path):
     assert parts == ["epochs2-K8-N1000", "epochs3-K8-N1000"]
     with pytest.raises(ValueError, match="already trained 3 epochs, more than the 2 asked for.*pass epochs=3 or more"):
         likelihood.run("tiny", workdir, config=tiny_config(), num_samples=8, examples=1000, verbose=0, epochs=2)
-    with pytest.raises(ValueError, match="epochs must be a whole number >= 1, got 0"):
+    with pytest.raises(ValueError, match="epochs must be a positive integer, got 0"):
         likelihood.run("tiny", workdir, config=tiny_config(), verbose=0, epochs=0)

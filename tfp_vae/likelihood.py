@@ -171,9 +171,7 @@ def run(name: str, workdir: str, time_budget: Optional[float] = None, *, config:
             raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}.")
         config = MODELS[name][1]
     if epochs is not None:
-        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-            raise ValueError(f"epochs must be a whole number >= 1, got {epochs!r}.")
-        config = config.replace(training={"epochs": epochs})
+        config = config.replace(training={"epochs": epochs})  # TrainingConfig validates it
     started = time.time()
     deadline = None if time_budget is None else started + time_budget
     metrics_path = os.path.join(workdir, "metrics.json")

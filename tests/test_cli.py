@@ -35,12 +35,14 @@ def test_flags_override_config_file(tmp_path):
     base = tmp_path / "base.json"
     save_config(Config().replace(model={"latent_dim": 5}, training={"epochs": 3}), str(base))
     args = parser().parse_args(["--config", str(base), "--epochs", "9", "--hidden-units", "64,32",
-                                "--likelihood", "continuous_bernoulli", "--binarization", "none"])
+                                "--likelihood", "continuous_bernoulli", "--binarization", "none",
+                                "--ema-momentum", "0.999"])
     config = cli.config_from_flags(args)
     assert config.model.latent_dim == 5  # from the file
     assert config.training.epochs == 9  # from the flag
     assert config.model.hidden_units == (64, 32)
     assert config.model.likelihood == "continuous_bernoulli"
+    assert config.training.ema_momentum == 0.999
 
 
 def test_no_flags_keep_every_value_of_the_file_and_bool_pairs_set_both_ways(tmp_path):

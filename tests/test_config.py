@@ -35,6 +35,9 @@ def test_json_round_trip(tmp_path):
     (lambda: TrainingConfig(beta=-0.5), "beta"),
     (lambda: TrainingConfig(batch_size=2.5), "batch_size"),
     (lambda: TrainingConfig(free_bits=float("nan")), "free_bits"),
+    (lambda: TrainingConfig(ema_momentum=1.0), r"ema_momentum must be a number in \[0, 1\)"),
+    (lambda: TrainingConfig(ema_momentum=-0.1), "ema_momentum"),
+    (lambda: TrainingConfig(ema_momentum=True), "ema_momentum"),
     (lambda: Config(data=DataConfig(binarization="none")), "bernoulli"),
     (lambda: Config(model=ModelConfig(likelihood="continuous_bernoulli")), "binarization to 'none'"),
 ])

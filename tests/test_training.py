@@ -12,7 +12,7 @@ import tf_keras
 
 import tfp_vae
 from tfp_vae import training
-from tfp_vae.callbacks import BestWeights, StopOnNaN, TrainingDivergedError
+from tfp_vae.callbacks import BestWeights, StopOnNaN, TrainingDivergedError, averaged_weights
 from tfp_vae.model import VAE
 
 
@@ -180,3 +180,51 @@ def test_vamp_prior_starts_from_the_first_training_images(tmp_path):
     from tfp_vae import data
     first = next(iter(data.load_examples(config.data, "train").batch(6)))["image"].numpy() / 255.0
     np.testing.assert_allclose(model.prior_network.pseudo_inputs.numpy(), np.clip(first, 0.05, 0.95), atol=1e-5)
+
+
+def _trainable_values(model):
+    return [variable.numpy() for variable in model.trainable_variables]
+
+
+def _backup_raw_and_averaged(config, workdir):
+    """The raw weights and their averages from a run's backup (weights and Adam's state)."""
+    model = training.build_model(config, steps_per_epoch=8)
+    model(np.zeros((2, 28, 28, 1), "float32"))
+    model.optimizer.build(model.trainable_variables)
+    backup = tf.train.latest_checkpoint(os.path.join(workdir, "backup", "chief"))
+    tf.train.Checkpoint(model=model).restore(backup).expect_partial()
+    raw = _trainable_values(model)
+    with averaged_weights(model):
+        return raw, _trainable_values(model)
+
+
+def _assert_same(values, others):
+    for got, want in zip(values, others, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+
+
+def test_weight_averaging_ships_the_average_and_the_backup_keeps_both(tmp_path):
+    workdir = str(tmp_path / "run")
+    config = tiny_config(epochs=2, ema_momentum=0.9, learning_rate=0.01)
+    training.train(config, workdir, verbose=0)
+    shipped = _trainable_values(tfp_vae.load(workdir))
+    raw, averaged = _backup_raw_and_averaged(config, workdir)
+    _assert_same(shipped, averaged)
+    assert any(not np.allclose(got, other) for got, other in zip(shipped, raw))
+
+    # Called again on the finished run, fit steps no more; the weights written are still the average.
+    training.train(config, workdir, verbose=0)
+    _assert_same(_trainable_values(tfp_vae.load(workdir)), shipped)
+
+
+def test_keep_best_with_averaging_keeps_the_average_of_the_best_epoch(tmp_path):
+    workdir = str(tmp_path / "run")
+    config = tiny_config(epochs=1, keep_best=True, ema_momentum=0.9, learning_rate=0.01)
+    metrics = training.train(config, workdir, verbose=0)
+    assert metrics["best_epoch"] == 1  # the only epoch, so the backup's averages are the kept ones
+    model = training.build_model(config)
+    model(np.zeros((2, 28, 28, 1), "float32"))
+    model.load_weights(os.path.join(workdir, "best", "checkpoint")).expect_partial()
+    raw, averaged = _backup_raw_and_averaged(config, workdir)
+    _assert_same(_trainable_values(model), averaged)
+    assert any(not np.allclose(got, other) for got, other in zip(averaged, raw))

@@ -46,6 +46,8 @@ FLAGS = {
     "--learning-rate-schedule": ("training", "learning_rate_schedule", str,
                                  f"one of {', '.join(LEARNING_RATE_SCHEDULES)} (cosine: down to 1% over --epochs)"),
     "--keep-best": ("training", "keep_best", bool, "final weights from the epoch with the best validation ELBO"),
+    "--ema-momentum": ("training", "ema_momentum", float, "keep a moving average of the weights with this "
+                       "momentum (e.g. 0.999) and validate, keep and save it; 0: off"),
     "--beta": ("training", "beta", float, "KL weight (1 = ELBO)"),
     "--warmup-epochs": ("training", "warmup_epochs", float, "epochs over which beta rises linearly from 0"),
     "--free-bits": ("training", "free_bits", float, "nats per latent dimension left unpenalised"),

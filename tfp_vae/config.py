@@ -202,6 +202,10 @@ class TrainingConfig:
     # Early-stopping style selection: the final weights are those of the epoch with the best
     # validation ELBO (checkpointed in WORKDIR/best/ as training goes), not of the last epoch.
     keep_best: bool = False
+    # Polyak averaging: > 0 keeps an exponential moving average of the weights with this momentum
+    # (Adam's use_ema; 0.999 averages over about the last 1,000 steps). Validation, the kept best
+    # epoch, the final weights and everything downstream use the average; the backup keeps both.
+    ema_momentum: float = 0.0
 
     def __post_init__(self):
         _positive_int("epochs", self.epochs)
@@ -213,6 +217,10 @@ class TrainingConfig:
         _non_negative("beta", self.beta)
         _non_negative("warmup_epochs", self.warmup_epochs)
         _non_negative("free_bits", self.free_bits)
+        if isinstance(self.ema_momentum, bool) or not isinstance(self.ema_momentum, (int, float)) \
+                or not 0 <= self.ema_momentum < 1:
+            raise ValueError(f"ema_momentum must be a number in [0, 1) (0 turns weight averaging off; "
+                             f"0.999 is a common choice), got {self.ema_momentum!r}.")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ValueError(f"seed must be an integer, got {self.seed!r}.")
         _choice("strategy", self.strategy, STRATEGIES)

@@ -59,6 +59,12 @@ class Model(NamedTuple):
 MODELS = {
     "mlp": Model("gated MLP 300-300, 40 latents, N(0, I) prior",
                  Config(model=_MLP, data=_PROTOCOL, training=_MLP_TRAINING)),
+    # Only the weights kept differ: the moving average (momentum 0.999, about the last two epochs)
+    # is validated, kept and evaluated instead of the last iterate.
+    "mlp_ema": Model("the mlp model and training, validated, kept and evaluated as a moving average of "
+                     "its weights (momentum 0.999)",
+                     Config(model=_MLP, data=_PROTOCOL, training=dataclasses.replace(_MLP_TRAINING, ema_momentum=0.999)),
+                     reference="mlp"),
     "mlp_vamp": Model("the mlp network with a VampPrior of 500 pseudo-inputs",
                       Config(model=dataclasses.replace(_MLP, prior="vamp", prior_components=500),
                              data=_PROTOCOL, training=_MLP_TRAINING), reference="mlp"),

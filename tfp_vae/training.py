@@ -37,7 +37,8 @@ import tf_keras
 from tfp_vae import data as data_lib
 from tfp_vae import distribute
 from tfp_vae import plots
-from tfp_vae.callbacks import BestWeights, EpochClock, HistoryCSV, ImageSummaries, StopOnNaN, Throughput
+from tfp_vae.callbacks import (AveragedValidation, BestWeights, EpochClock, HistoryCSV, ImageSummaries, StopOnNaN,
+                               Throughput, averaged_weights, uses_weight_averaging)
 from tfp_vae.config import Config, load_config, save_config
 from tfp_vae.model import VAE
 from tfp_vae.prior import VampPrior, top_prior
@@ -76,8 +77,10 @@ def build_model(config: Config, steps_per_epoch: int = 1) -> VAE:
         # the same curve.
         learning_rate = tf_keras.optimizers.schedules.CosineDecay(
             training.learning_rate, decay_steps=max(1, training.epochs * steps_per_epoch), alpha=0.01)
+    averaging = training.ema_momentum > 0
     model.compile(
-        tf_keras.optimizers.Adam(learning_rate),
+        tf_keras.optimizers.Adam(learning_rate, use_ema=averaging,
+                                 ema_momentum=training.ema_momentum if averaging else 0.99),
         beta=training.beta,
         warmup_steps=int(round(training.warmup_epochs * steps_per_epoch)),
         free_bits=training.free_bits,
@@ -254,9 +257,14 @@ def _train(config: Config, workdir: str, output_dir: str, strategy, chief: bool,
     best = None
     if config.training.keep_best:
         # Carried over from the run this one resumes (the chief's, on storage all workers see).
-        best = BestWeights(lambda record: save_weights(model, output_dir, BEST, record),
-                           (_read_best(workdir) or {}).get("val_elbo"))
+        def save_best(record):
+            with averaged_weights(model):  # the weights that were validated
+                save_weights(model, output_dir, BEST, record)
+
+        best = BestWeights(save_best, (_read_best(workdir) or {}).get("val_elbo"))
         callbacks.insert(1, best)  # before the backup: a resumed epoch re-saves if it was best
+    if uses_weight_averaging(model):
+        callbacks.insert(0, AveragedValidation())
     callbacks.append(clock)  # last: its epoch times include every other callback's work
     # One iterator for the whole fit (repeat, with the epoch's length given): with a finite
     # dataset Keras makes a new iterator every epoch, and dropping the old one waits for
@@ -264,6 +272,10 @@ def _train(config: Config, workdir: str, output_dir: str, strategy, chief: bool,
     # Batching precedes the repeat, so each epoch is still one pass with its own short batch.
     model.fit(datasets.train.repeat(), steps_per_epoch=steps_per_epoch, validation_data=datasets.validation,
               epochs=config.training.epochs, callbacks=callbacks, verbose=verbose)
+    if uses_weight_averaging(model):
+        # fit copies the averages into the model as it returns (finalize_variable_values); done
+        # again here so the weights written below never depend on how fit ended.
+        model.optimizer.finalize_variable_values(model.trainable_variables)
     best_record = None
     if best is not None:
         folder = output_dir if best.saved_any or chief else workdir

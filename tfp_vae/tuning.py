@@ -48,7 +48,7 @@ import tf_keras
 
 from tfp_vae import data as data_lib
 from tfp_vae import training
-from tfp_vae.callbacks import StopOnNaN, TrainingDivergedError
+from tfp_vae.callbacks import StopOnNaN, TrainingDivergedError, averaged_weights
 from tfp_vae.config import Config, load_config, save_config
 # The search space lives in hypermodel.py; its names stay importable from here.
 from tfp_vae.hypermodel import HP_NAMES, SEARCHABLE, VAEHyperModel, default_ranges
@@ -119,6 +119,12 @@ class _ScoreAndKeepBest(tf_keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
+        # With ema_momentum the moving average is scored and saved (the weights training ships);
+        # a Hyperband round that continues this trial starts from it.
+        with averaged_weights(self.model):
+            self._score_and_keep(epoch, logs)
+
+    def _score_and_keep(self, epoch, logs):
         if self.validation is not None:
             logs.update({f"val_{name}": value for name, value in score(self.model, self.validation).items()})
         logs_now = {name: float(value) for name, value in logs.items()}

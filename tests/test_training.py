@@ -87,6 +87,14 @@ def test_more_epochs_on_the_same_workdir_continue_training(tmp_path):
     assert metrics["epochs"] == 3 and metrics["optimizer_steps"] == 3 * 8
 
 
+def test_fewer_epochs_than_trained_are_refused_not_ignored(tmp_path):
+    workdir = str(tmp_path / "run")
+    training.train(tiny_config(epochs=2), workdir, verbose=0)
+    with pytest.raises(ValueError, match="already trained 2 epochs, more than the 1 asked for.*epochs=2 or more"):
+        training.train(tiny_config(epochs=1), workdir, verbose=0)
+    assert history_epochs(workdir) == [0, 1]
+
+
 def test_a_different_config_in_the_same_workdir_is_refused(tmp_path):
     workdir = str(tmp_path / "run")
     training.train(tiny_config(), workdir, verbose=0)
@@ -143,6 +151,7 @@ def test_keep_best_keeps_the_weights_and_metrics_of_the_best_validation_epoch(tm
     rows = read_history(workdir)
     best = max(range(len(rows)), key=lambda index: float(rows[index]["val_elbo"]))
     assert metrics["best_epoch"] == best + 1
+    assert metrics["optimizer_steps"] == 4 * 8  # steps trained, not those of the kept epoch
     assert metrics["validation"]["elbo"] == pytest.approx(float(rows[best]["val_elbo"]))
     with open(os.path.join(workdir, "best", "best.json")) as handle:
         assert json.load(handle) == {"epoch": best, "val_elbo": pytest.approx(float(rows[best]["val_elbo"]))}

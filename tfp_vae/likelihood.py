@@ -185,11 +185,7 @@ def run(name: str, workdir: str, time_budget: Optional[float] = None, *, config:
     if os.path.exists(metrics_path):
         with open(metrics_path) as handle:
             metrics = json.load(handle)
-    if metrics is not None and metrics["epochs"] > config.training.epochs:
-        raise ValueError(f"{workdir} has already trained {metrics['epochs']} epochs, more than the "
-                         f"{config.training.epochs} asked for; a run can be extended, not shortened: pass "
-                         f"epochs={metrics['epochs']} or more (--epochs on the command line) to go on with "
-                         "it, or use a new workdir.")
+    training.check_not_shortened(workdir, config.training.epochs)
     if metrics is None or not metrics.get("finished") or metrics["epochs"] < config.training.epochs:
         metrics = training.train(config, workdir, verbose=verbose, time_budget=time_budget)
     row = {

@@ -43,7 +43,7 @@ from tfp_vae.config import Config, load_config, save_config
 from tfp_vae.model import VAE
 from tfp_vae.prior import VampPrior, top_prior
 
-__all__ = ["build_model", "load", "save_weights", "train", "write_json"]
+__all__ = ["build_model", "check_not_shortened", "epochs_trained", "load", "save_weights", "train", "write_json"]
 
 WEIGHTS = "weights"
 BEST = "best"
@@ -123,10 +123,28 @@ def load(workdir: str) -> VAE:
     return model
 
 
+def epochs_trained(workdir: str) -> int:
+    """Epochs the run in `workdir` has completed (0 for a new folder), from its history.csv."""
+    rows = _rows(os.path.join(workdir, "history.csv"))
+    return int(rows[-1]["epoch"]) + 1 if rows else 0
+
+
+def check_not_shortened(workdir: str, epochs: int) -> None:
+    """Raises ValueError if the run in `workdir` has trained more than `epochs` epochs: a run is
+    extended, never shortened (Keras would restore the backup, train nothing and report the
+    longer run as if it were the one asked for)."""
+    trained = epochs_trained(workdir)
+    if trained > epochs:
+        raise ValueError(f"{workdir} has already trained {trained} epochs, more than the {epochs} asked "
+                         f"for; a run can be extended, not shortened: pass epochs={trained} or more "
+                         "(--epochs on the command line) to go on with it, or use a new workdir.")
+
+
 def _check_resumable(config: Config, workdir: str) -> None:
     path = os.path.join(workdir, "config.json")
     if not os.path.exists(path):
         return
+    check_not_shortened(workdir, config.training.epochs)
     previous = load_config(path).to_dict()
     current = config.to_dict()
     # Only the number of epochs and how training runs may change between runs in one workdir.
@@ -276,6 +294,8 @@ def _train(config: Config, workdir: str, output_dir: str, strategy, chief: bool,
         # fit copies the averages into the model as it returns (finalize_variable_values); done
         # again here so the weights written below never depend on how fit ended.
         model.optimizer.finalize_variable_values(model.trainable_variables)
+    # Read before the best epoch's checkpoint (which holds its own step count) is loaded.
+    optimizer_steps = int(model.optimizer.iterations.numpy())
     best_record = None
     if best is not None:
         folder = output_dir if best.saved_any or chief else workdir
@@ -304,7 +324,7 @@ def _train(config: Config, workdir: str, output_dir: str, strategy, chief: bool,
         # Wall time of every completed epoch of every run of this workdir (training, validation,
         # checkpoints and pictures; not start-up, nor an epoch cut short by a kill).
         "training_seconds": EpochClock.total_seconds(os.path.join(output_dir, EPOCH_TIMES)),
-        "optimizer_steps": int(model.optimizer.iterations.numpy()),
+        "optimizer_steps": optimizer_steps,  # trained so far, over all runs of the workdir
         "examples_per_second": throughput.examples_per_second,
         "train_examples": datasets.train_examples,
         "strategy": config.training.strategy,

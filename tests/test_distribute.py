@@ -19,9 +19,11 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
+import tf_keras
 
 import tfp_vae
 from tfp_vae import cli, distribute, training
+from tfp_vae.callbacks import averaged_weights, uses_weight_averaging
 from tfp_vae.config import ModelConfig, TrainingConfig
 from tfp_vae.model import VAE
 
@@ -230,6 +232,26 @@ def test_mixed_precision_trains_on_cpu_and_loads_as_float32(tmp_path, autoregres
         assert np.all(np.triu(jacobian) == 0.0) and np.abs(np.tril(jacobian, -1)).max() > 0
 
 
+def test_weight_averaging_reaches_through_the_loss_scale_optimizer():
+    config = tfp_vae.Config().replace(model={"latent_dim": 2, "hidden_units": (8,), "image_shape": (4, 4, 1)},
+                                      training={"mixed_precision": True, "ema_momentum": 0.5, "learning_rate": 0.05})
+    model = training.build_model(config)
+    assert hasattr(model.optimizer, "inner_optimizer") and uses_weight_averaging(model)
+    seen = {}
+
+    class Probe(tf_keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            seen["raw"] = [variable.numpy() for variable in self.model.trainable_variables]
+            with averaged_weights(self.model):
+                seen["averaged"] = [variable.numpy() for variable in self.model.trainable_variables]
+
+    images = np.random.default_rng(0).integers(0, 2, size=(24, 4, 4, 1)).astype("float32")
+    model.fit(images, batch_size=8, epochs=1, verbose=0, callbacks=[Probe()])
+    assert any(not np.allclose(a, b) for a, b in zip(seen["raw"], seen["averaged"]))
+    for variable, average in zip(model.trainable_variables, seen["averaged"]):  # fit ends on the average
+        np.testing.assert_array_equal(variable.numpy(), average)
+
+
 # ---------------------------------------------------------------- mirrored over 2 logical CPUs
 
 MIRRORED_CHECK = r'''
@@ -309,8 +331,9 @@ def test_mirrored_over_two_cpu_devices_matches_one_device():
 
 
 @pytest.mark.parametrize("prior", [[], ["--prior", "vamp", "--prior-components", "8"], ["--autoregressive-units", "32"],
-                                   ["--latent-dim", "4", "--top-latent-dim", "2", "--conditional-units", "8"]],
-                         ids=["n01", "vamp", "autoregressive_decoder", "two_level"])
+                                   ["--latent-dim", "4", "--top-latent-dim", "2", "--conditional-units", "8"],
+                                   ["--ema-momentum", "0.9", "--keep-best"]],
+                         ids=["n01", "vamp", "autoregressive_decoder", "two_level", "weight_averaging"])
 def test_mirrored_trainer_agrees_with_the_default_trainer(tmp_path, prior):
     arguments = [*TINY, "--epochs", "2", "--seed", "3", *prior]
     logs = [str(tmp_path / "default.log"), str(tmp_path / "mirrored.log")]

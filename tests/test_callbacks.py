@@ -1,15 +1,11 @@
-"""The epoch clock (what an epoch's time includes, the garbage-collector column, old files) and
-weight averaging (the averages swapped in for validation and saving)."""
+"""The epoch clock: what an epoch's time includes, the garbage-collector column, old files."""
 from tfp_vae import _env  # noqa: F401
 
 import csv
 import gc
 import time
 
-import numpy as np
-import tf_keras
-
-from tfp_vae.callbacks import AveragedValidation, EpochClock, averaged_weights, uses_weight_averaging
+from tfp_vae.callbacks import EpochClock
 
 
 class FakeModel:
@@ -78,97 +74,3 @@ def test_history_rows_follow_the_header_when_a_resumed_run_logs_other_keys(tmp_p
     assert [row["kl"] for row in rows] == ["", "", "3.0"]
     assert [row["epoch"] for row in rows] == ["0", "1", "2"]
     assert not [name for name in (tmp_path.iterdir()) if ".tmp-" in name.name]
-
-
-# Weight averaging (ema_momentum): the averages are checked against an EMA computed here from
-# the raw weights after every step, so a wrong variable mapping or momentum shows.
-
-def _averaging_model(momentum):
-    import tfp_vae
-    from tfp_vae import training
-    config = tfp_vae.Config().replace(model={"latent_dim": 2, "hidden_units": (8,), "image_shape": (4, 4, 1)},
-                                      training={"learning_rate": 0.05, "ema_momentum": momentum})
-    model = training.build_model(config)
-    return model
-
-
-class _RecordWeights(tf_keras.callbacks.Callback):
-    """Keeps the trainable weights after each training step and at the start of each validation."""
-
-    def __init__(self):
-        super().__init__()
-        self.initial, self.after_step, self.validated = None, [], []
-
-    def on_train_begin(self, logs=None):
-        self.initial = [variable.numpy() for variable in self.model.trainable_variables]
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.after_step.append([variable.numpy() for variable in self.model.trainable_variables])
-
-    def on_test_begin(self, logs=None):
-        self.validated.append([variable.numpy() for variable in self.model.trainable_variables])
-
-
-def _expected_average(recorder, momentum):
-    average = recorder.initial
-    for weights in recorder.after_step:
-        average = [momentum * a + (1 - momentum) * w for a, w in zip(average, weights)]
-    return average
-
-
-def _images(count, seed=0):
-    return np.random.default_rng(seed).integers(0, 2, size=(count, 4, 4, 1)).astype("float32")
-
-
-def test_averaged_weights_are_the_moving_average_and_the_raw_weights_come_back():
-    model = _averaging_model(0.5)
-    model(_images(2))
-    recorder = _RecordWeights()
-    seen = {}
-
-    class Probe(tf_keras.callbacks.Callback):  # inside fit, before fit's end copies the averages in
-        def on_epoch_end(self, epoch, logs=None):
-            seen["raw"] = [variable.numpy() for variable in self.model.trainable_variables]
-            with averaged_weights(self.model):
-                seen["inside"] = [variable.numpy() for variable in self.model.trainable_variables]
-            seen["after"] = [variable.numpy() for variable in self.model.trainable_variables]
-
-    model.fit(_images(24), batch_size=8, epochs=1, verbose=0, callbacks=[recorder, Probe()])
-    assert uses_weight_averaging(model) and len(recorder.after_step) == 3
-    expected = _expected_average(recorder, 0.5)
-    for inside, want, raw, after, last in zip(seen["inside"], expected, seen["raw"], seen["after"],
-                                              recorder.after_step[-1]):
-        np.testing.assert_allclose(inside, want, rtol=1e-5, atol=1e-6)
-        np.testing.assert_array_equal(raw, last)
-        np.testing.assert_array_equal(after, last)
-    assert any(not np.allclose(inside, raw) for inside, raw in zip(seen["inside"], seen["raw"]))
-    # fit itself ends by copying the averages into the model (tf_keras finalize_variable_values).
-    for variable, want in zip(model.trainable_variables, expected):
-        np.testing.assert_allclose(variable.numpy(), want, rtol=1e-5, atol=1e-6)
-
-
-def test_validation_inside_fit_scores_the_average_and_training_goes_on_from_the_raw_weights():
-    model = _averaging_model(0.5)
-    model(_images(2))
-    recorder = _RecordWeights()
-    # AveragedValidation first, as training puts it: the recorder sees what validation sees.
-    model.fit(_images(24), batch_size=8, epochs=2, verbose=0, validation_data=(_images(8, seed=1),),
-              callbacks=[AveragedValidation(), recorder])
-    assert len(recorder.validated) == 2 and len(recorder.after_step) == 6
-    steps, recorder.after_step = recorder.after_step, recorder.after_step[:3]
-    for got, want in zip(recorder.validated[0], _expected_average(recorder, 0.5)):
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
-    recorder.after_step = steps
-    for got, want in zip(recorder.validated[1], _expected_average(recorder, 0.5)):
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
-
-
-def test_without_averaging_the_swap_is_a_no_op():
-    model = _averaging_model(0.0)
-    model(_images(2))
-    model.fit(_images(16), batch_size=8, epochs=1, verbose=0)
-    before = [variable.numpy() for variable in model.trainable_variables]
-    assert not uses_weight_averaging(model)
-    with averaged_weights(model):
-        for variable, value in zip(model.trainable_variables, before):
-            np.testing.assert_array_equal(variable.numpy(), value)

@@ -23,7 +23,7 @@ import tf_keras
 
 import tfp_vae
 from tfp_vae import cli, distribute, training
-from tfp_vae.callbacks import averaged_weights, uses_weight_averaging
+from tfp_vae.averaging import averaged_weights, uses_weight_averaging
 from tfp_vae.config import ModelConfig, TrainingConfig
 from tfp_vae.model import VAE
 

@@ -12,7 +12,8 @@ import tf_keras
 
 import tfp_vae
 from tfp_vae import training
-from tfp_vae.callbacks import BestWeights, StopOnNaN, TrainingDivergedError, averaged_weights
+from tfp_vae.averaging import averaged_weights
+from tfp_vae.callbacks import BestWeights, StopOnNaN, TrainingDivergedError
 from tfp_vae.model import VAE
 
 
@@ -93,6 +94,15 @@ def test_fewer_epochs_than_trained_are_refused_not_ignored(tmp_path):
     with pytest.raises(ValueError, match="already trained 2 epochs, more than the 1 asked for.*epochs=2 or more"):
         training.train(tiny_config(epochs=1), workdir, verbose=0)
     assert history_epochs(workdir) == [0, 1]
+    # A kill between the epoch's backup and its history row: the backup's counter still counts.
+    path = os.path.join(workdir, "history.csv")
+    with open(path) as handle:
+        lines = handle.readlines()
+    with open(path, "w") as handle:
+        handle.writelines(lines[:2])
+    assert training.epochs_trained(workdir) == 2
+    with pytest.raises(ValueError, match="already trained 2 epochs"):
+        training.train(tiny_config(epochs=1), workdir, verbose=0)
 
 
 def test_a_different_config_in_the_same_workdir_is_refused(tmp_path):
@@ -237,3 +247,21 @@ def test_keep_best_with_averaging_keeps_the_average_of_the_best_epoch(tmp_path):
     raw, averaged = _backup_raw_and_averaged(config, workdir)
     _assert_same(_trainable_values(model), averaged)
     assert any(not np.allclose(got, other) for got, other in zip(averaged, raw))
+
+
+def test_train_validates_the_average(tmp_path, monkeypatch):
+    seen = []
+
+    class Recording(training.AveragedValidation):
+        def on_test_begin(self, logs=None):
+            super().on_test_begin(logs)
+            seen.append(_trainable_values(self.model))
+
+    monkeypatch.setattr(training, "AveragedValidation", Recording)
+    workdir = str(tmp_path / "run")
+    config = tiny_config(epochs=2, ema_momentum=0.9, learning_rate=0.01)
+    training.train(config, workdir, verbose=0)
+    assert len(seen) == 2  # one validation per epoch, each on the average of its moment
+    raw, averaged = _backup_raw_and_averaged(config, workdir)
+    _assert_same(seen[-1], averaged)
+    assert any(not np.allclose(got, other) for got, other in zip(seen[-1], raw))

@@ -1,8 +1,6 @@
-"""Keras callbacks used by training: NaN guard, timers and time budget, best weights, weight
-averaging, TensorBoard images."""
+"""Keras callbacks used by training: NaN guard, timers and time budget, best weights, TensorBoard images."""
 from tfp_vae import _env  # noqa: F401  (must precede tensorflow)
 
-import contextlib
 import csv
 import gc
 import math
@@ -14,8 +12,10 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-__all__ = ["AveragedValidation", "BestWeights", "EpochClock", "HistoryCSV", "ImageSummaries", "StopOnNaN",
-           "Throughput", "TrainingDivergedError", "averaged_weights", "uses_weight_averaging"]
+from tfp_vae.averaging import averaged_weights
+
+__all__ = ["BestWeights", "EpochClock", "HistoryCSV", "ImageSummaries", "StopOnNaN", "Throughput",
+           "TrainingDivergedError"]
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -93,10 +93,11 @@ class ImageSummaries(tf_keras.callbacks.Callback):
         self.writer = tf.summary.create_file_writer(log_dir)
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.latents is None:  # fixed z, so the pictures show the model change, not the noise
-            self.latents = self.model.prior.sample(self.num_samples, seed=self.seed)
-        samples = self.model.decode(self.latents)
-        reconstructions = self.model.reconstruct(self.images)
+        with averaged_weights(self.model):  # with ema_momentum, the weights validated and shipped
+            if self.latents is None:  # fixed z, so the pictures show the model change, not the noise
+                self.latents = self.model.prior.sample(self.num_samples, seed=self.seed)
+            samples = self.model.decode(self.latents)
+            reconstructions = self.model.reconstruct(self.images)
         pairs = tf.concat([self.images, reconstructions], axis=2)  # original | reconstruction
         with self.writer.as_default():
             tf.summary.image("samples", samples, step=epoch, max_outputs=self.num_samples)
@@ -216,60 +217,6 @@ class HistoryCSV(tf_keras.callbacks.Callback):
             writer.writeheader()
             writer.writerows(rows + [row])
         os.replace(temporary, self.path)
-
-
-def _averaging_optimizer(model):
-    optimizer = model.optimizer
-    # mixed precision wraps Adam in a LossScaleOptimizer; the averages live in the inner one.
-    return getattr(optimizer, "inner_optimizer", optimizer)
-
-
-def uses_weight_averaging(model) -> bool:
-    """True if `model` was compiled with an optimizer that keeps a moving average of its weights."""
-    return bool(getattr(_averaging_optimizer(model), "use_ema", False))
-
-
-@contextlib.contextmanager
-def averaged_weights(model):
-    """Inside the block the model's trainable weights are the optimizer's moving averages
-    (tf_keras `use_ema`); on leaving, the raw weights are back, so training goes on from them.
-
-    A no-op without averaging, and before the first step (the averages start as the weights)."""
-    optimizer = _averaging_optimizer(model)
-    # tf_keras has no public accessor for the averages (Keras 3's SwapEMAWeights reads the same
-    # attributes); tests/test_callbacks.py fails if an upgrade moves them.
-    averages = getattr(optimizer, "_model_variables_moving_average", None)
-    if not uses_weight_averaging(model) or not averages:
-        yield
-        return
-    variables = model.trainable_variables
-    pairs = [(variable, averages[optimizer._index_dict[optimizer._var_key(variable)]]) for variable in variables]
-    raw = [variable.read_value() for variable, _ in pairs]
-    for variable, average in pairs:
-        variable.assign(average)
-    try:
-        yield
-    finally:
-        for (variable, _), value in zip(pairs, raw):
-            variable.assign(value)
-
-
-class AveragedValidation(tf_keras.callbacks.Callback):
-    """Validation inside `fit` scores the moving average of the weights (Polyak averaging), the
-    weights a run with `ema_momentum` keeps and ships; training steps go on with the raw ones."""
-
-    def __init__(self):
-        super().__init__()
-        self._swap = None
-
-    def on_test_begin(self, logs=None):
-        self._swap = averaged_weights(self.model)
-        self._swap.__enter__()
-
-    def on_test_end(self, logs=None):
-        swap, self._swap = self._swap, None
-        if swap is not None:
-            swap.__exit__(None, None, None)
 
 
 class BestWeights(tf_keras.callbacks.Callback):

@@ -32,13 +32,14 @@ import time
 from typing import Optional
 
 import numpy as np
+import tensorflow as tf
 import tf_keras
 
 from tfp_vae import data as data_lib
 from tfp_vae import distribute
 from tfp_vae import plots
-from tfp_vae.callbacks import (AveragedValidation, BestWeights, EpochClock, HistoryCSV, ImageSummaries, StopOnNaN,
-                               Throughput, averaged_weights, uses_weight_averaging)
+from tfp_vae.averaging import AveragedValidation, AveragingAdam, averaged_weights, uses_weight_averaging
+from tfp_vae.callbacks import BestWeights, EpochClock, HistoryCSV, ImageSummaries, StopOnNaN, Throughput
 from tfp_vae.config import Config, load_config, save_config
 from tfp_vae.model import VAE
 from tfp_vae.prior import VampPrior, top_prior
@@ -77,10 +78,12 @@ def build_model(config: Config, steps_per_epoch: int = 1) -> VAE:
         # the same curve.
         learning_rate = tf_keras.optimizers.schedules.CosineDecay(
             training.learning_rate, decay_steps=max(1, training.epochs * steps_per_epoch), alpha=0.01)
-    averaging = training.ema_momentum > 0
+    if training.ema_momentum > 0:
+        optimizer = AveragingAdam(learning_rate, ema_momentum=training.ema_momentum)
+    else:
+        optimizer = tf_keras.optimizers.Adam(learning_rate)
     model.compile(
-        tf_keras.optimizers.Adam(learning_rate, use_ema=averaging,
-                                 ema_momentum=training.ema_momentum if averaging else 0.99),
+        optimizer,
         beta=training.beta,
         warmup_steps=int(round(training.warmup_epochs * steps_per_epoch)),
         free_bits=training.free_bits,
@@ -124,9 +127,16 @@ def load(workdir: str) -> VAE:
 
 
 def epochs_trained(workdir: str) -> int:
-    """Epochs the run in `workdir` has completed (0 for a new folder), from its history.csv."""
+    """Epochs the run in `workdir` has completed (0 for a new folder): its history.csv, or its
+    backup's epoch counter if a kill fell between the backup and the history row."""
     rows = _rows(os.path.join(workdir, "history.csv"))
-    return int(rows[-1]["epoch"]) + 1 if rows else 0
+    trained = int(rows[-1]["epoch"]) + 1 if rows else 0
+    # BackupAndRestore writes the chief's checkpoint under backup/chief.
+    checkpoint = tf.train.latest_checkpoint(os.path.join(workdir, BACKUP, "chief"))
+    if checkpoint is not None:
+        saved_epoch = tf.train.load_checkpoint(checkpoint).get_tensor("ckpt_saved_epoch/.ATTRIBUTES/VARIABLE_VALUE")
+        trained = max(trained, int(saved_epoch) + 1)
+    return trained
 
 
 def check_not_shortened(workdir: str, epochs: int) -> None:
@@ -144,7 +154,6 @@ def _check_resumable(config: Config, workdir: str) -> None:
     path = os.path.join(workdir, "config.json")
     if not os.path.exists(path):
         return
-    check_not_shortened(workdir, config.training.epochs)
     previous = load_config(path).to_dict()
     current = config.to_dict()
     # Only the number of epochs and how training runs may change between runs in one workdir.
@@ -157,6 +166,7 @@ def _check_resumable(config: Config, workdir: str) -> None:
         raise ValueError(
             f"{workdir} holds a run with a different config (changed: {', '.join(changed)}); "
             "use a new --workdir, or the same settings to resume it.")
+    check_not_shortened(workdir, config.training.epochs)
 
 
 def _rows(history_csv: str) -> list:
@@ -290,10 +300,8 @@ def _train(config: Config, workdir: str, output_dir: str, strategy, chief: bool,
     # Batching precedes the repeat, so each epoch is still one pass with its own short batch.
     model.fit(datasets.train.repeat(), steps_per_epoch=steps_per_epoch, validation_data=datasets.validation,
               epochs=config.training.epochs, callbacks=callbacks, verbose=verbose)
-    if uses_weight_averaging(model):
-        # fit copies the averages into the model as it returns (finalize_variable_values); done
-        # again here so the weights written below never depend on how fit ended.
-        model.optimizer.finalize_variable_values(model.trainable_variables)
+    # With ema_momentum, fit has copied the averages into the model as it returned
+    # (finalize_variable_values): the weights written below are the average.
     # Read before the best epoch's checkpoint (which holds its own step count) is loaded.
     optimizer_steps = int(model.optimizer.iterations.numpy())
     best_record = None

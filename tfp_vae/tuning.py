@@ -48,7 +48,8 @@ import tf_keras
 
 from tfp_vae import data as data_lib
 from tfp_vae import training
-from tfp_vae.callbacks import StopOnNaN, TrainingDivergedError, averaged_weights
+from tfp_vae.averaging import averaged_weights
+from tfp_vae.callbacks import StopOnNaN, TrainingDivergedError
 from tfp_vae.config import Config, load_config, save_config
 # The search space lives in hypermodel.py; its names stay importable from here.
 from tfp_vae.hypermodel import HP_NAMES, SEARCHABLE, VAEHyperModel, default_ranges

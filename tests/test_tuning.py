@@ -17,6 +17,7 @@ import pytest
 import tfp_vae
 from tfp_vae import data as data_lib
 from tfp_vae import tuning
+from tfp_vae.averaging import uses_weight_averaging
 
 # keras-tuner 1.4.8 calls threading.currentThread(), deprecated since Python 3.10.
 pytestmark = pytest.mark.filterwarnings("ignore:currentThread:DeprecationWarning",
@@ -297,3 +298,23 @@ def test_chief_and_two_workers_share_the_search(tmp_path):
     assert len(results) == 4 and results[0]["score"] == max(t["score"] for t in trials.values())
     assert os.path.exists(os.path.join(project, "best_config.json"))
     assert "Results summary" in output["chief"]
+
+
+def test_with_weight_averaging_a_trial_scores_and_keeps_the_average(tmp_path, monkeypatch):
+    swaps = []
+    real = tuning.averaged_weights
+
+    def recording(model):  # tests/test_averaging.py checks what the swap does; this, that it is used
+        swaps.append(uses_weight_averaging(model))
+        return real(model)
+
+    monkeypatch.setattr(tuning, "averaged_weights", recording)
+    config = BASE.replace(training={"ema_momentum": 0.9, "epochs": 2})
+    tuner = tuning.RandomSearch(tiny_hypermodel(config), max_trials=1, directory=str(tmp_path), project_name="ema")
+    tuner.search(verbose=0)
+    assert swaps == [True, True]  # each epoch's scoring and saving
+    trial = tuner.oracle.get_best_trials(1)[0]
+    model = tuner.get_best_models(1)[0]
+    # The kept weights score exactly what the trial recorded (fixed z seed): both saw the average.
+    validation = data_lib.make_datasets(tuner.get_best_configs(1)[0]).validation
+    assert tuning.score(model, validation)["elbo"] == pytest.approx(trial.score, rel=1e-6)

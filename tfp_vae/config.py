@@ -203,8 +203,9 @@ class TrainingConfig:
     # validation ELBO (checkpointed in WORKDIR/best/ as training goes), not of the last epoch.
     keep_best: bool = False
     # Polyak averaging: > 0 keeps an exponential moving average of the weights with this momentum
-    # (Adam's use_ema; 0.999 averages over about the last 1,000 steps). Validation, the kept best
-    # epoch, the final weights and everything downstream use the average; the backup keeps both.
+    # (tfp_vae.averaging; 0.999 averages over about the last 1,000 steps, once the ramp from the
+    # first step is over). Validation, the kept best epoch, the final weights and everything
+    # downstream use the average; the backup keeps both.
     ema_momentum: float = 0.0
 
     def __post_init__(self):

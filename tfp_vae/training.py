@@ -302,6 +302,7 @@ def _train(config: Config, workdir: str, output_dir: str, strategy, chief: bool,
               epochs=config.training.epochs, callbacks=callbacks, verbose=verbose)
     # With ema_momentum, fit has copied the averages into the model as it returned
     # (finalize_variable_values): the weights written below are the average.
+
     # Read before the best epoch's checkpoint (which holds its own step count) is loaded.
     optimizer_steps = int(model.optimizer.iterations.numpy())
     best_record = None

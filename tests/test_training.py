@@ -88,6 +88,21 @@ def test_more_epochs_on_the_same_workdir_continue_training(tmp_path):
     assert metrics["epochs"] == 3 and metrics["optimizer_steps"] == 3 * 8
 
 
+def test_a_resumed_run_gets_training_draws_of_its_own(tmp_path, monkeypatch):
+    seen = []
+    make_datasets = training.data_lib.make_datasets
+
+    def recording(config, **kwargs):
+        seen.append(kwargs.get("first_epoch", 0))
+        return make_datasets(config, **kwargs)
+
+    monkeypatch.setattr(training.data_lib, "make_datasets", recording)
+    workdir = str(tmp_path / "run")
+    training.train(tiny_config(epochs=1), workdir, verbose=0)
+    training.train(tiny_config(epochs=3), workdir, verbose=0)
+    assert seen == [0, 1]  # the second run resumed after one epoch (tests/test_data.py: what that changes)
+
+
 def test_fewer_epochs_than_trained_are_refused_not_ignored(tmp_path):
     workdir = str(tmp_path / "run")
     training.train(tiny_config(epochs=2), workdir, verbose=0)

@@ -21,7 +21,7 @@ from tfp_vae.config import Config, DataConfig
 
 __all__ = [
     "DEFAULT_IDX_DIR", "IDX_DIR_ENV", "SPLITS", "Datasets", "image_shape", "input_pipeline",
-    "load_examples", "make_datasets", "num_examples", "read_idx", "to_model_input",
+    "load_examples", "make_datasets", "num_examples", "read_idx", "to_model_input", "train_seed",
 ]
 
 DEFAULT_IDX_DIR = "/usr/share/datasets/fashion-mnist"
@@ -285,16 +285,32 @@ class Datasets:
     test_examples: int
 
 
-def make_datasets(config: Config, *, with_labels: bool = False) -> Datasets:
-    """The three input pipelines of a run, batched and seeded from `config.training`."""
+def train_seed(seed: int, first_epoch: int = 0) -> int:
+    """The training pipeline's seed for a run that starts (or resumes) at epoch `first_epoch`.
+
+    The pipeline draws each epoch's shuffle and binarization from (seed, iteration), and a resumed
+    fit starts a new iterator at iteration 0: with the config's seed unchanged, epoch 101 of a
+    resumed run would replay epoch 1's order and binarization noise. A fresh run keeps the
+    config's seed; a resumed one gets a stream of its own, derived from the epoch it resumes at.
+    """
+    if isinstance(first_epoch, bool) or not isinstance(first_epoch, int) or first_epoch < 0:
+        raise ValueError(f"first_epoch must be a non-negative integer, got {first_epoch!r}.")
+    if first_epoch == 0:
+        return seed
+    return int(np.random.SeedSequence([seed, first_epoch]).generate_state(1)[0])
+
+
+def make_datasets(config: Config, *, with_labels: bool = False, first_epoch: int = 0) -> Datasets:
+    """The three input pipelines of a run, batched and seeded from `config.training`; a run that
+    resumes at `first_epoch` (the epochs already trained) gets fresh training draws (`train_seed`)."""
     data, batch_size, seed = config.data, config.training.batch_size, config.training.seed
 
-    def pipeline(split):
-        return input_pipeline(data, split, batch_size, seed=seed, with_labels=with_labels)
+    def pipeline(split, split_seed=seed):
+        return input_pipeline(data, split, batch_size, seed=split_seed, with_labels=with_labels)
 
     has_validation = data.validation_examples > 0
     return Datasets(
-        train=pipeline("train"),
+        train=pipeline("train", train_seed(seed, first_epoch)),
         validation=pipeline("validation") if has_validation else None,
         test=pipeline("test"),
         image_shape=image_shape(data),

@@ -84,6 +84,16 @@ MODELS = {
                                                         top_latent_dim=40),
                               data=_PROTOCOL, training=dataclasses.replace(_MLP_TRAINING, epochs=250)),
                           reference="resnet_vamp"),  # what the second layer changes, same network and prior
+    # The VampPrior paper's KL warm-up (beta from 0 to 1 over 100 epochs, against 10 above): a
+    # longer warm-up is what Sonderby et al. (Ladder VAE, 2016) found hierarchical VAEs need to use
+    # their latent units.
+    "resnet_hvamp_warmup": Model("resnet_hvamp with the KL warmed up over 100 epochs (the VampPrior paper's) "
+                                 "instead of 10", Config(
+                                     model=dataclasses.replace(_RESNET, prior="vamp", prior_components=100,
+                                                               latent_dim=80, top_latent_dim=40),
+                                     data=_PROTOCOL, training=dataclasses.replace(_MLP_TRAINING, epochs=250,
+                                                                                  warmup_epochs=100)),
+                                 reference="resnet_hvamp"),
     # An autoregressive decoder (a different class: compare with the PixelSNAIL rows).
     "mlp_made": Model("the mlp network with an autoregressive decoder (a MADE of 500 units over the pixels, "
                       "conditioned on z)", Config(model=dataclasses.replace(_MLP, autoregressive_units=(500,)),

@@ -256,7 +256,9 @@ def _train(config: Config, workdir: str, output_dir: str, strategy, chief: bool,
     save_config(config, os.path.join(output_dir, "config.json"))
     tf_keras.utils.set_random_seed(config.training.seed)
 
-    datasets = data_lib.make_datasets(config)
+    # Read from the run's own folder (the chief's backup, which every worker sees), so all
+    # workers of a resumed multi-worker run agree on the seed their DATA shards assume.
+    datasets = data_lib.make_datasets(config, first_epoch=epochs_trained(workdir))
     if config.training.strategy == "multi_worker":
         datasets = dataclasses.replace(datasets, **{
             split: distribute.shard_by_data(getattr(datasets, split))

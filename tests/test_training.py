@@ -96,11 +96,21 @@ def test_a_resumed_run_gets_training_draws_of_its_own(tmp_path, monkeypatch):
         seen.append(kwargs.get("first_epoch", 0))
         return make_datasets(config, **kwargs)
 
+    seeds = []
+    set_random_seed = tf_keras.utils.set_random_seed
+
+    def recording_seed(seed):
+        seeds.append(seed)
+        set_random_seed(seed)
+
     monkeypatch.setattr(training.data_lib, "make_datasets", recording)
+    monkeypatch.setattr(training.tf_keras.utils, "set_random_seed", recording_seed)
     workdir = str(tmp_path / "run")
-    training.train(tiny_config(epochs=1), workdir, verbose=0)
-    training.train(tiny_config(epochs=3), workdir, verbose=0)
+    training.train(tiny_config(epochs=1, seed=5), workdir, verbose=0)
+    training.train(tiny_config(epochs=3, seed=5), workdir, verbose=0)
     assert seen == [0, 1]  # the second run resumed after one epoch (tests/test_data.py: what that changes)
+    # The global generator too (the reparameterization's noise), from the same derived seed.
+    assert seeds == [5, training.data_lib.train_seed(5, 1)] and seeds[1] != 5
 
 
 def test_fewer_epochs_than_trained_are_refused_not_ignored(tmp_path):

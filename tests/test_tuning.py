@@ -63,8 +63,16 @@ def read_json(path):
 # The three tuners, in process.
 
 @pytest.mark.parametrize("kind", ["random", "bayesian", "hyperband"])
-def test_tuner_finds_scores_and_reloads_the_best_model(kind, tmp_path, capsys):
+def test_tuner_finds_scores_and_reloads_the_best_model(kind, tmp_path, capsys, monkeypatch):
     project = str(tmp_path / kind)
+    first_epochs = []
+    make_datasets = data_lib.make_datasets
+
+    def recording(config, **kwargs):
+        first_epochs.append(kwargs.get("first_epoch", 0))
+        return make_datasets(config, **kwargs)
+
+    monkeypatch.setattr(tuning.data_lib, "make_datasets", recording)
     options = dict(directory=str(tmp_path), project_name=kind)
     if kind == "hyperband":
         # max_epochs 2, factor 2: two 1-epoch trials, then the better one continues to epoch 2.
@@ -74,6 +82,7 @@ def test_tuner_finds_scores_and_reloads_the_best_model(kind, tmp_path, capsys):
     else:
         tuner = tuning.RandomSearch(tiny_hypermodel(), max_trials=3, **options)
     tuner.search(verbose=0)
+    searched_from = list(first_epochs)  # the trials' data, before this test's own make_datasets
 
     trials = trials_on_disk(project)
     assert sorted(t["status"] for t in trials.values()) == ["COMPLETED"] * 3
@@ -133,6 +142,10 @@ def test_tuner_finds_scores_and_reloads_the_best_model(kind, tmp_path, capsys):
         # Adam's step counter went on from the first epoch: the model was resumed, not restarted.
         assert metrics["optimizer_steps"] == 2 * steps_per_epoch
         assert read_json(os.path.join(project, f"trial_{parent}", "metrics.json"))["optimizer_steps"] == steps_per_epoch
+        # ...and its second epoch drew fresh data, not a replay of the parent's first epoch.
+        assert searched_from[-1] == 1
+    else:
+        assert set(searched_from) == {0}
 
 
 def test_restart_with_other_settings_is_refused(tmp_path):

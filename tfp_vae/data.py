@@ -286,12 +286,14 @@ class Datasets:
 
 
 def train_seed(seed: int, first_epoch: int = 0) -> int:
-    """The training pipeline's seed for a run that starts (or resumes) at epoch `first_epoch`.
+    """The seed of a training run that starts (or resumes) at epoch `first_epoch`: of its input
+    pipeline here, and of TensorFlow's global generator in tfp_vae.training.
 
     The pipeline draws each epoch's shuffle and binarization from (seed, iteration), and a resumed
     fit starts a new iterator at iteration 0: with the config's seed unchanged, epoch 101 of a
-    resumed run would replay epoch 1's order and binarization noise. A fresh run keeps the
-    config's seed; a resumed one gets a stream of its own, derived from the epoch it resumes at.
+    resumed run would replay epoch 1's order and binarization noise (and, reseeded the same way,
+    its reparameterization noise). A fresh run keeps the config's seed; a resumed one gets a
+    stream of its own, derived from the epoch it resumes at.
     """
     if isinstance(first_epoch, bool) or not isinstance(first_epoch, int) or first_epoch < 0:
         raise ValueError(f"first_epoch must be a non-negative integer, got {first_epoch!r}.")

@@ -254,11 +254,13 @@ def _train(config: Config, workdir: str, output_dir: str, strategy, chief: bool,
            started: float, time_budget: Optional[float]) -> dict:
     os.makedirs(output_dir, exist_ok=True)
     save_config(config, os.path.join(output_dir, "config.json"))
-    tf_keras.utils.set_random_seed(config.training.seed)
-
+    # A resumed run reseeds everything (the sampling noise of the reparameterization as well as
+    # the data) from the epoch it resumes at, or it would replay the first epochs' random numbers.
     # Read from the run's own folder (the chief's backup, which every worker sees), so all
     # workers of a resumed multi-worker run agree on the seed their DATA shards assume.
-    datasets = data_lib.make_datasets(config, first_epoch=epochs_trained(workdir))
+    first_epoch = epochs_trained(workdir)
+    tf_keras.utils.set_random_seed(data_lib.train_seed(config.training.seed, first_epoch))
+    datasets = data_lib.make_datasets(config, first_epoch=first_epoch)
     if config.training.strategy == "multi_worker":
         datasets = dataclasses.replace(datasets, **{
             split: distribute.shard_by_data(getattr(datasets, split))

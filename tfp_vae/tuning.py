@@ -207,10 +207,11 @@ class VAETunerMixin:
 
     # Data.
 
-    def _data(self, config, train, validation):
+    def _data(self, config, train, validation, first_epoch=0):
         """(train, validation, steps per epoch, steps_per_epoch for fit): a training set of known
         length is repeated with the epoch's length given, one iterator for the whole trial (as
-        tfp_vae.training does); one of unknown length is passed as it is."""
+        tfp_vae.training does); one of unknown length is passed as it is. The Config's own data
+        is seeded for a trial that continues at `first_epoch` (data.train_seed)."""
         if train is not None:
             steps = int(train.cardinality())
             if steps < 0:
@@ -219,10 +220,11 @@ class VAETunerMixin:
                                      "cannot be converted to steps: use a dataset of known cardinality.")
                 return train, validation, 1, None
             return train.repeat(), validation, steps, steps
-        key = json.dumps([dataclasses.asdict(config.data), config.training.batch_size, config.training.seed],
-                         sort_keys=True)
+        key = json.dumps([dataclasses.asdict(config.data), config.training.batch_size, config.training.seed,
+                          first_epoch], sort_keys=True)
         if key not in self._datasets:
-            self._datasets = {key: data_lib.make_datasets(config)}  # one at a time: they hold data
+            # One at a time: they hold data.
+            self._datasets = {key: data_lib.make_datasets(config, first_epoch=first_epoch)}
         datasets = self._datasets[key]
         steps = math.ceil(datasets.train_examples / config.training.batch_size)
         return datasets.train.repeat(), datasets.validation, steps, steps
@@ -258,8 +260,11 @@ class VAETunerMixin:
         save_config(config, os.path.join(trial_dir, "config.json"))
 
         tf_keras.backend.clear_session()
-        tf_keras.utils.set_random_seed(config.training.seed)
-        train, validation, steps_per_epoch, fit_steps = self._data(config, train, validation_data)
+        # A Hyperband round that continues a trial at initial_epoch draws fresh random numbers
+        # (data and sampling noise) instead of replaying the trial's first epochs', as a resumed
+        # tfp_vae.training run does.
+        tf_keras.utils.set_random_seed(data_lib.train_seed(config.training.seed, initial_epoch))
+        train, validation, steps_per_epoch, fit_steps = self._data(config, train, validation_data, initial_epoch)
         if validation is None and self.oracle.objective.name.startswith("val_"):
             raise keras_tuner.errors.FatalValueError(
                 f"objective {self.oracle.objective.name} needs validation data: set "

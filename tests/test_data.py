@@ -225,15 +225,17 @@ def test_a_resumed_run_draws_fresh_training_epochs_reproducibly():
     config = Config().replace(data={"train_examples": 200, "validation_examples": 100},
                               training={"batch_size": 50, "seed": 3})
     fresh = data.make_datasets(config).train
+    first_epochs = [collect(fresh) for _ in range(3)]  # each pass over one pipeline is the next epoch
     # A fresh run keeps the config's seed: runs that never resume are unchanged by first_epoch.
-    np.testing.assert_array_equal(collect(fresh), collect(data.input_pipeline(config.data, "train", 50, seed=3)))
-    first_epochs = [collect(fresh) for _ in range(3)]
+    np.testing.assert_array_equal(first_epochs[0], collect(data.input_pipeline(config.data, "train", 50, seed=3)))
     resumed = collect(data.make_datasets(config, first_epoch=2).train)
     # Resuming at epoch 2 must not replay epoch 0's order and binarization noise (a new iterator
     # would, with the config's seed), nor any other epoch already trained.
     for epoch in first_epochs:
         assert (resumed != epoch).mean() > 0.05
     np.testing.assert_array_equal(collect(data.make_datasets(config, first_epoch=2).train), resumed)
+    # A new pipeline starts its stream afresh, whatever was drawn before it in the process.
+    np.testing.assert_array_equal(collect(data.train_pipeline(config, first_epoch=2)), resumed)
     assert data.train_seed(3, 0) == 3 and data.train_seed(3, 2) != data.train_seed(3, 5)
     with pytest.raises(ValueError, match="first_epoch must be a non-negative integer"):
         data.make_datasets(config, first_epoch=-1)

@@ -65,14 +65,19 @@ def read_json(path):
 @pytest.mark.parametrize("kind", ["random", "bayesian", "hyperband"])
 def test_tuner_finds_scores_and_reloads_the_best_model(kind, tmp_path, capsys, monkeypatch):
     project = str(tmp_path / kind)
-    first_epochs = []
-    make_datasets = data_lib.make_datasets
+    first_epochs, seeds = [], []
+    train_pipeline, set_random_seed = data_lib.train_pipeline, tuning.tf_keras.utils.set_random_seed
 
-    def recording(config, **kwargs):
+    def recording_pipeline(config, **kwargs):
         first_epochs.append(kwargs.get("first_epoch", 0))
-        return make_datasets(config, **kwargs)
+        return train_pipeline(config, **kwargs)
 
-    monkeypatch.setattr(tuning.data_lib, "make_datasets", recording)
+    def recording_seed(seed):
+        seeds.append(seed)
+        set_random_seed(seed)
+
+    monkeypatch.setattr(tuning.data_lib, "train_pipeline", recording_pipeline)
+    monkeypatch.setattr(tuning.tf_keras.utils, "set_random_seed", recording_seed)
     options = dict(directory=str(tmp_path), project_name=kind)
     if kind == "hyperband":
         # max_epochs 2, factor 2: two 1-epoch trials, then the better one continues to epoch 2.
@@ -82,7 +87,9 @@ def test_tuner_finds_scores_and_reloads_the_best_model(kind, tmp_path, capsys, m
     else:
         tuner = tuning.RandomSearch(tiny_hypermodel(), max_trials=3, **options)
     tuner.search(verbose=0)
-    searched_from = list(first_epochs)  # the trials' data, before this test's own make_datasets
+    # A training pipeline of its own per trial (the tuner's cached datasets build one more, unused).
+    trial_pipelines, search_seeds = first_epochs[-3:], list(seeds)
+    trial_seed = tiny_hypermodel().base_config.training.seed
 
     trials = trials_on_disk(project)
     assert sorted(t["status"] for t in trials.values()) == ["COMPLETED"] * 3
@@ -142,10 +149,12 @@ def test_tuner_finds_scores_and_reloads_the_best_model(kind, tmp_path, capsys, m
         # Adam's step counter went on from the first epoch: the model was resumed, not restarted.
         assert metrics["optimizer_steps"] == 2 * steps_per_epoch
         assert read_json(os.path.join(project, f"trial_{parent}", "metrics.json"))["optimizer_steps"] == steps_per_epoch
-        # ...and its second epoch drew fresh data, not a replay of the parent's first epoch.
-        assert searched_from[-1] == 1
+        # ...and drew its second epoch's data and sampling noise from the epoch it continues at,
+        # not the first epoch's again.
+        assert trial_pipelines == [0, 0, 1] and data_lib.train_seed(trial_seed, 1) in search_seeds
     else:
-        assert set(searched_from) == {0}
+        assert trial_pipelines == [0, 0, 0] and data_lib.train_seed(trial_seed, 1) not in search_seeds
+    assert search_seeds.count(trial_seed) >= 2  # first-round trials: the config's own seed
 
 
 def test_restart_with_other_settings_is_refused(tmp_path):

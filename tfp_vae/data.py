@@ -21,7 +21,7 @@ from tfp_vae.config import Config, DataConfig
 
 __all__ = [
     "DEFAULT_IDX_DIR", "IDX_DIR_ENV", "SPLITS", "Datasets", "image_shape", "input_pipeline",
-    "load_examples", "make_datasets", "num_examples", "read_idx", "to_model_input", "train_seed",
+    "load_examples", "make_datasets", "num_examples", "read_idx", "to_model_input", "train_pipeline", "train_seed",
 ]
 
 DEFAULT_IDX_DIR = "/usr/share/datasets/fashion-mnist"
@@ -295,11 +295,19 @@ def train_seed(seed: int, first_epoch: int = 0) -> int:
     its reparameterization noise). A fresh run keeps the config's seed; a resumed one gets a
     stream of its own, derived from the epoch it resumes at.
     """
-    if isinstance(first_epoch, bool) or not isinstance(first_epoch, int) or first_epoch < 0:
+    if isinstance(first_epoch, bool) or not isinstance(first_epoch, (int, np.integer)) or first_epoch < 0:
         raise ValueError(f"first_epoch must be a non-negative integer, got {first_epoch!r}.")
     if first_epoch == 0:
         return seed
-    return int(np.random.SeedSequence([seed, first_epoch]).generate_state(1)[0])
+    return int(np.random.SeedSequence([int(seed), int(first_epoch)]).generate_state(1)[0])
+
+
+def train_pipeline(config: Config, *, with_labels: bool = False, first_epoch: int = 0) -> tf.data.Dataset:
+    """The training pipeline of a run that starts (or resumes) at `first_epoch`. Each new
+    pipeline starts its stream afresh: its first pass is the same for the same config and
+    first_epoch, whatever ran before it in the process (iterating one pipeline again goes on)."""
+    return input_pipeline(config.data, "train", config.training.batch_size, with_labels=with_labels,
+                          seed=train_seed(config.training.seed, first_epoch))
 
 
 def make_datasets(config: Config, *, with_labels: bool = False, first_epoch: int = 0) -> Datasets:
@@ -307,12 +315,12 @@ def make_datasets(config: Config, *, with_labels: bool = False, first_epoch: int
     resumes at `first_epoch` (the epochs already trained) gets fresh training draws (`train_seed`)."""
     data, batch_size, seed = config.data, config.training.batch_size, config.training.seed
 
-    def pipeline(split, split_seed=seed):
-        return input_pipeline(data, split, batch_size, seed=split_seed, with_labels=with_labels)
+    def pipeline(split):
+        return input_pipeline(data, split, batch_size, seed=seed, with_labels=with_labels)
 
     has_validation = data.validation_examples > 0
     return Datasets(
-        train=pipeline("train", train_seed(seed, first_epoch)),
+        train=train_pipeline(config, with_labels=with_labels, first_epoch=first_epoch),
         validation=pipeline("validation") if has_validation else None,
         test=pipeline("test"),
         image_shape=image_shape(data),

@@ -161,7 +161,7 @@ class VAETunerMixin:
                 raise ValueError(f"{name}= is not supported: the VAE compiles itself from each trial's Config.")
         if kwargs.get("executions_per_trial", 1) != 1:
             raise ValueError("executions_per_trial must be 1: each trial trains one model, seeded by "
-                             "config.training.seed.")
+                             "config.training.seed (and the epoch a Hyperband round continues at).")
         kwargs.setdefault("seed", 1 + hypermodel.base_config.training.seed % (2 ** 31 - 1))
         if _is_distributed_worker() and kwargs.get("overwrite"):
             # keras-tuner would delete the shared project folder under the chief's feet.
@@ -210,8 +210,9 @@ class VAETunerMixin:
     def _data(self, config, train, validation, first_epoch=0):
         """(train, validation, steps per epoch, steps_per_epoch for fit): a training set of known
         length is repeated with the epoch's length given, one iterator for the whole trial (as
-        tfp_vae.training does); one of unknown length is passed as it is. The Config's own data
-        is seeded for a trial that continues at `first_epoch` (data.train_seed)."""
+        tfp_vae.training does); one of unknown length is passed as it is. The Config's own training
+        data is seeded for a trial that continues at `first_epoch` (data.train_seed); a `train`
+        dataset passed in is used as it is, its randomness its owner's."""
         if train is not None:
             steps = int(train.cardinality())
             if steps < 0:
@@ -220,14 +221,16 @@ class VAETunerMixin:
                                      "cannot be converted to steps: use a dataset of known cardinality.")
                 return train, validation, 1, None
             return train.repeat(), validation, steps, steps
-        key = json.dumps([dataclasses.asdict(config.data), config.training.batch_size, config.training.seed,
-                          first_epoch], sort_keys=True)
+        key = json.dumps([dataclasses.asdict(config.data), config.training.batch_size], sort_keys=True)
         if key not in self._datasets:
-            # One at a time: they hold data.
-            self._datasets = {key: data_lib.make_datasets(config, first_epoch=first_epoch)}
+            self._datasets = {key: data_lib.make_datasets(config)}  # one at a time: they hold data
         datasets = self._datasets[key]
         steps = math.ceil(datasets.train_examples / config.training.batch_size)
-        return datasets.train.repeat(), datasets.validation, steps, steps
+        # A new training pipeline per trial: a cached one's iterators would go on with the stream
+        # of the trials before it, making a trial's data depend on what ran before it in this
+        # process (and differ after a restart or on another worker).
+        train = data_lib.train_pipeline(config, first_epoch=first_epoch)
+        return train.repeat(), datasets.validation, steps, steps
 
     # keras-tuner's extension points.
 

@@ -45,6 +45,11 @@ _MLP_TRAINING = TrainingConfig(epochs=600, batch_size=100, learning_rate=1e-3,
 # (not the VampPrior paper's 500): each is encoded at every step, and with this encoder 100
 # already cost half again the time of a step (31 s an epoch against 22 s with N(0, I)).
 _RESNET = ModelConfig(architecture="resnet", conv_filters=(32, 64), residual_blocks=1, latent_dim=40)
+# Two stochastic layers of 40 (tfp_vae.hierarchy), the VampPrior on the top one: the ConvHVAE
+# design of the published 224.67, on this package's resnet.
+_RESNET_HVAMP = Config(model=dataclasses.replace(_RESNET, prior="vamp", prior_components=100, latent_dim=80,
+                                                 top_latent_dim=40),
+                       data=_PROTOCOL, training=dataclasses.replace(_MLP_TRAINING, epochs=250))
 
 
 
@@ -76,23 +81,14 @@ MODELS = {
                          "pseudo-inputs", Config(model=dataclasses.replace(_RESNET, prior="vamp", prior_components=100),
                                                  data=_PROTOCOL, training=dataclasses.replace(_MLP_TRAINING, epochs=250)),
                          reference="mlp"),
-    # Two stochastic layers of 40 (tfp_vae.hierarchy), the VampPrior on the top one: the ConvHVAE
-    # design of the published 224.67, on this package's resnet.
     "resnet_hvamp": Model("resnet_vamp with a second stochastic layer: z_top 40 (VampPrior of 100 pseudo-inputs), "
-                          "z_bottom 40 given z_top", Config(
-                              model=dataclasses.replace(_RESNET, prior="vamp", prior_components=100, latent_dim=80,
-                                                        top_latent_dim=40),
-                              data=_PROTOCOL, training=dataclasses.replace(_MLP_TRAINING, epochs=250)),
+                          "z_bottom 40 given z_top", _RESNET_HVAMP,
                           reference="resnet_vamp"),  # what the second layer changes, same network and prior
     # The VampPrior paper's KL warm-up (beta from 0 to 1 over 100 epochs, against 10 above): a
     # longer warm-up is what Sonderby et al. (Ladder VAE, 2016) found hierarchical VAEs need to use
     # their latent units.
     "resnet_hvamp_warmup": Model("resnet_hvamp with the KL warmed up over 100 epochs (the VampPrior paper's) "
-                                 "instead of 10", Config(
-                                     model=dataclasses.replace(_RESNET, prior="vamp", prior_components=100,
-                                                               latent_dim=80, top_latent_dim=40),
-                                     data=_PROTOCOL, training=dataclasses.replace(_MLP_TRAINING, epochs=250,
-                                                                                  warmup_epochs=100)),
+                                 "instead of 10", _RESNET_HVAMP.replace(training={"warmup_epochs": 100}),
                                  reference="resnet_hvamp"),
     # An autoregressive decoder (a different class: compare with the PixelSNAIL rows).
     "mlp_made": Model("the mlp network with an autoregressive decoder (a MADE of 500 units over the pixels, "

@@ -186,10 +186,10 @@ def test_resuming_may_change_the_strategy_but_not_the_precision(tmp_path):
                                     data={"train_examples": 512, "validation_examples": 256})
     workdir = str(tmp_path)
     tfp_vae.save_config(base, os.path.join(workdir, "config.json"))
-    training._check_resumable(base.replace(training={"strategy": "mirrored", "steps_per_execution": 4,
+    training.check_resumable(base.replace(training={"strategy": "mirrored", "steps_per_execution": 4,
                                                       "epochs": 3}), workdir)
     with pytest.raises(ValueError, match="training.mixed_precision"):
-        training._check_resumable(base.replace(training={"mixed_precision": True}), workdir)
+        training.check_resumable(base.replace(training={"mixed_precision": True}), workdir)
 
 
 def test_an_empty_replica_batch_gives_zero_terms_not_nan():

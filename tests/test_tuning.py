@@ -12,12 +12,16 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
+import tensorflow as tf
+import tf_keras
 
 import tfp_vae
 from tfp_vae import data as data_lib
 from tfp_vae import tuning
 from tfp_vae.averaging import uses_weight_averaging
+from tfp_vae.config import load_config, save_config
 
 # keras-tuner 1.4.8 calls threading.currentThread(), deprecated since Python 3.10.
 pytestmark = pytest.mark.filterwarnings("ignore:currentThread:DeprecationWarning",
@@ -157,12 +161,78 @@ def test_tuner_finds_scores_and_reloads_the_best_model(kind, tmp_path, capsys, m
     assert search_seeds.count(trial_seed) >= 2  # first-round trials: the config's own seed
 
 
+def test_scoring_each_epoch_leaves_the_training_noise_alone():
+    """A trial scores its validation data after every epoch with a fixed draw of z. That must not
+    restart the training function's random streams: with the learning rate at 0 and the same
+    batches in the same order, an epoch's training loss depends on its sampling noise only, so
+    equal losses in two epochs mean the second replayed the first's noise."""
+    validation = data_lib.make_datasets(BASE).validation
+    x = np.concatenate([batch.numpy() for batch in validation])
+
+    def fit_three_epochs(at_epoch_end):
+        tf_keras.utils.set_random_seed(0)
+        model = tfp_vae.VAE(BASE.model)
+        model.compile(tf_keras.optimizers.Adam(learning_rate=0.0))
+        history = model.fit(x, batch_size=64, epochs=3, shuffle=False, verbose=0,
+                            callbacks=[tf_keras.callbacks.LambdaCallback(
+                                on_epoch_end=lambda epoch, logs: at_epoch_end(model))])
+        return model, history.history["loss"]
+
+    scores = []
+    model, losses = fit_three_epochs(lambda model: scores.append(tuning.score(model, validation)))
+    assert len(set(losses)) == 3, losses
+    # The weights never moved, so the fixed draw scores them the same every time, whatever the
+    # global seed is.
+    tf_keras.utils.set_random_seed(123)
+    assert scores[0] == scores[1] == scores[2] == tuning.score(model, validation)
+    # What the check guards against: a global reseed restarts the training function's noise.
+    _, replayed = fit_three_epochs(lambda model: tf_keras.utils.set_random_seed(tuning.SCORE_SEED))
+    assert replayed[1] == replayed[0] and replayed[2] == replayed[0], replayed
+
+
+def test_a_best_run_of_another_config_is_moved_aside_not_lost(tmp_path):
+    """A restarted search can pick another best config than the one `best/` trained: that run
+    cannot be resumed, so it moves aside (kept); the same config, or more epochs, resumes it."""
+    project = str(tmp_path)
+    best = os.path.join(project, "best")
+    os.makedirs(best)
+    save_config(BASE, os.path.join(best, "config.json"))
+    assert tuning.best_workdir(project, BASE.replace(training={"epochs": 3})) == (best, None)
+    assert os.listdir(best) == ["config.json"]
+
+    other = BASE.replace(model={"latent_dim": 4})
+    workdir, aside = tuning.best_workdir(project, other)
+    assert workdir == best and not os.path.exists(best)
+    assert os.path.basename(aside).startswith("best.replaced-")
+    assert load_config(os.path.join(aside, "config.json")) == BASE
+
+    # Fewer epochs than the run in best/ trained is another run too.
+    os.makedirs(best)
+    save_config(BASE.replace(training={"epochs": 3}), os.path.join(best, "config.json"))
+    with open(os.path.join(best, "history.csv"), "w") as handle:
+        handle.write("epoch,loss\n0,1.0\n1,1.0\n2,1.0\n")
+    assert tuning.best_workdir(project, BASE)[1] is not None and not os.path.exists(best)
+
+
 def test_restart_with_other_settings_is_refused(tmp_path):
     options = dict(directory=str(tmp_path), project_name="p", max_trials=1)
     tuning.RandomSearch(tiny_hypermodel(), **options)
     with pytest.raises(ValueError, match="different settings"):
         tuning.RandomSearch(tiny_hypermodel(BASE.replace(training={"batch_size": 32})), **options)
     tuning.RandomSearch(tiny_hypermodel(BASE.replace(training={"batch_size": 32})), overwrite=True, **options)
+
+
+def test_step_counted_schedules_need_a_training_set_of_known_length(tmp_path):
+    """A warm-up or cosine schedule in epochs becomes optimizer steps through the epoch's length;
+    a dataset of unknown length would make an epoch one step and the schedule collapse."""
+    unknown = tf.data.Dataset.from_tensor_slices(np.zeros((8, 28, 28, 1), np.float32)).filter(lambda x: True).batch(4)
+    for training in ({"learning_rate_schedule": "cosine"}, {"warmup_epochs": 1.0}):
+        tuner = tuning.RandomSearch(tiny_hypermodel(BASE.replace(training=training)), max_trials=1,
+                                    directory=str(tmp_path), project_name=str(training), overwrite=True)
+        with pytest.raises(ValueError, match="length is unknown"):
+            tuner._data(tuner.hypermodel.base_config, unknown, None)
+    tuner = tuning.RandomSearch(tiny_hypermodel(), max_trials=1, directory=str(tmp_path), project_name="constant")
+    assert tuner._data(tuner.hypermodel.base_config, unknown, None)[2:] == (1, None)
 
 
 # The reloaded trial already holds its metrics, so keras-tuner skips its update (and says so).

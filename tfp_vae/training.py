@@ -44,7 +44,7 @@ from tfp_vae.config import Config, load_config, save_config
 from tfp_vae.model import VAE
 from tfp_vae.prior import VampPrior, top_prior
 
-__all__ = ["build_model", "check_not_shortened", "epochs_trained", "load", "save_weights", "train", "write_json"]
+__all__ = ["build_model", "check_not_shortened", "check_resumable", "epochs_trained", "load", "save_weights", "train", "write_json"]
 
 WEIGHTS = "weights"
 BEST = "best"
@@ -150,7 +150,9 @@ def check_not_shortened(workdir: str, epochs: int) -> None:
                          "(--epochs on the command line) to go on with it, or use a new workdir.")
 
 
-def _check_resumable(config: Config, workdir: str) -> None:
+def check_resumable(config: Config, workdir: str) -> None:
+    """Raises ValueError unless `config` can start or resume the run in `workdir`: the same config
+    up to the epochs and how training runs (RESUMABLE_CHANGES), and not fewer epochs."""
     path = os.path.join(workdir, "config.json")
     if not os.path.exists(path):
         return
@@ -219,7 +221,7 @@ def train(config: Config, workdir: str, verbose: int = 1, time_budget: Optional[
     strategy = distribute.create_strategy(config.training)
     chief = distribute.is_chief(strategy)
     config = config.replace(model={"image_shape": data_lib.image_shape(config.data)})
-    _check_resumable(config, workdir)
+    check_resumable(config, workdir)
     output_dir = workdir if chief else distribute.worker_temp_dir(strategy)
     try:
         metrics = _train(config, workdir, output_dir, strategy, chief, verbose, started, time_budget)

@@ -40,10 +40,11 @@ import math
 import os
 import shutil
 import time
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import keras_tuner
 import numpy as np
+import tensorflow as tf
 import tf_keras
 
 from tfp_vae import data as data_lib
@@ -57,7 +58,7 @@ from tfp_vae.model import VAE
 
 __all__ = [
     "BayesianOptimization", "DEFAULT_OBJECTIVE", "Hyperband", "HP_NAMES", "RandomSearch",
-    "SCORE_SEED", "SEARCHABLE", "TUNERS", "VAEHyperModel", "VAETunerMixin", "default_ranges",
+    "SCORE_SEED", "SEARCHABLE", "TUNERS", "VAEHyperModel", "VAETunerMixin", "best_workdir", "default_ranges",
     "make_objective", "make_tuner", "score",
 ]
 
@@ -87,11 +88,27 @@ def _is_distributed_worker() -> bool:
 
 def score(model: VAE, dataset, seed: int = SCORE_SEED) -> Dict[str, float]:
     """The VAE's metrics on `dataset` with a fixed draw of z ~ q(z|x): the same weights, data and
-    seed give the same numbers, in any process. Resets the global random seeds to `seed`."""
-    tf_keras.utils.set_random_seed(seed)
-    # A fresh trace draws its op seeds from the global seed: the stream restarts at the same place.
+    seed give the same numbers, in any process. The global random seed is left as it was."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}.")
+    test_step = model.test_step
+
+    def seeded_test_step(data):
+        # Runs while the test function is traced, where tf.random.set_seed seeds that graph only.
+        # The eager tf.random.set_seed (what tf_keras.utils.set_random_seed calls) would clear
+        # TensorFlow's kernel caches, and with them the state of the training function's random
+        # ops: every epoch scored that way would replay the first epoch's sampling noise.
+        tf.random.set_seed(int(seed))
+        return test_step(data)
+
+    # A fresh trace and fresh kernels: the graph's random streams start at the same place.
+    model.test_step = seeded_test_step
     model.test_function = None
-    results = model.evaluate(dataset, return_dict=True, verbose=0)
+    try:
+        results = model.evaluate(dataset, return_dict=True, verbose=0)
+    finally:
+        del model.test_step  # the class's test_step again
+        model.test_function = None  # later evaluations do not inherit the fixed seed
     return {name: float(value) for name, value in results.items()}
 
 
@@ -216,9 +233,12 @@ class VAETunerMixin:
         if train is not None:
             steps = int(train.cardinality())
             if steps < 0:
-                if config.training.warmup_epochs > 0:
-                    raise ValueError("the training dataset's length is unknown, so a warm-up in epochs "
-                                     "cannot be converted to steps: use a dataset of known cardinality.")
+                # Both count optimizer steps, computed from epochs x steps per epoch.
+                if config.training.warmup_epochs > 0 or config.training.learning_rate_schedule != "constant":
+                    raise ValueError("the training dataset's length is unknown, so a warm-up or a cosine "
+                                     "learning-rate schedule in epochs cannot be converted to steps: use a "
+                                     "dataset of known cardinality (e.g. dataset.apply("
+                                     "tf.data.experimental.assert_cardinality(n))), or neither.")
                 return train, validation, 1, None
             return train.repeat(), validation, steps, steps
         key = json.dumps([dataclasses.asdict(config.data), config.training.batch_size], sort_keys=True)
@@ -447,6 +467,25 @@ def make_tuner(kind: str, hypermodel: VAEHyperModel, **kwargs):
     if kind not in TUNERS:
         raise ValueError(f"tuner must be one of {', '.join(TUNERS)}; got {kind!r}.")
     return TUNERS[kind](hypermodel, **kwargs)
+
+
+def best_workdir(project: str, config: Config) -> Tuple[str, Optional[str]]:
+    """The folder that trains the search's best `config` in full, `project/best`, and where an
+    earlier `best/` was moved (or None). A restarted search (more trials, other --final-epochs)
+    can pick another best config than the one `best/` holds, or fewer epochs: that run cannot be
+    resumed, so it is renamed aside (`best.replaced-<UTC time>`), not deleted or trained over."""
+    workdir = os.path.join(project, "best")
+    try:
+        training.check_resumable(config, workdir)
+    except ValueError:
+        aside = stem = f"{workdir}.replaced-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+        copies = 1
+        while os.path.exists(aside):  # replaced twice within a second
+            copies += 1
+            aside = f"{stem}-{copies}"
+        os.rename(workdir, aside)
+        return workdir, aside
+    return workdir, None
 
 
 def load_trial_config(trial_dir: str) -> Config:

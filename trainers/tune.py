@@ -164,7 +164,10 @@ def main(argv=None) -> int:
           f"{best['trial_dir']}; config: {best_config_path}", flush=True)
     if args.skip_final:
         return 0
-    workdir = os.path.join(project, "best")
+    workdir, replaced = tuning.best_workdir(project, best_config)
+    if replaced:
+        print(f"{workdir} held a run of another config (or more epochs) that this one cannot "
+              f"resume; moved it to {replaced}", flush=True)
     print(f"training the best config for {best_config.training.epochs} epoch(s) in {workdir}", flush=True)
     try:
         metrics = training.train(best_config, workdir, verbose=args.verbose)

@@ -72,6 +72,13 @@ def test_space_pins_ranges_and_defaults():
     (dict(search=["learning_rate"], ranges={"beta": (0.5, 1.0)}), "not searched"),
     (dict(ranges={"conv_layers": (1, 3)}), "at most 2"),
     (dict(fixed={"latent_dim": 0}), "latent_dim must be a positive integer"),
+    # Every value the search can reach is built as a Config before any training.
+    (dict(ranges={"latent_dim": [8, 0]}), "latent_dim = 0 in the search space"),
+    (dict(ranges={"conv_layers": [1, 3]}), "conv_layers = 3 in the search space"),
+    (dict(ranges={"mlp_layers": [0, 2]}), "mlp_layers = 0 in the search space"),
+    (dict(ranges={"warmup_epochs": (-1.0, 2.0)}), "warmup_epochs = -1.0 in the search space"),
+    (dict(ranges={"beta": [1.0, float("inf")]}), "beta = inf in the search space"),
+    (dict(ranges={"hidden_units": [(64,), (0, 8)]}), r"hidden_units = \(0, 8\) in the search space"),
 ])
 def test_bad_space_arguments_are_named(arguments, message):
     with pytest.raises(ValueError, match=message):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from typing import Optional, Tuple
 
@@ -45,8 +46,8 @@ def _positive_int(name: str, value) -> None:
 
 
 def _non_negative(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-        raise ValueError(f"{name} must be a number >= 0, got {value!r}.")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}.")
 
 
 def _choice(name: str, value, choices) -> None:
@@ -213,8 +214,8 @@ class TrainingConfig:
         _positive_int("batch_size", self.batch_size)
         _positive_int("steps_per_execution", self.steps_per_execution)
         if isinstance(self.learning_rate, bool) or not isinstance(self.learning_rate, (int, float)) \
-                or not self.learning_rate > 0:
-            raise ValueError(f"learning_rate must be a number > 0, got {self.learning_rate!r}.")
+                or not 0 < self.learning_rate < math.inf:
+            raise ValueError(f"learning_rate must be a finite number > 0, got {self.learning_rate!r}.")
         _non_negative("beta", self.beta)
         _non_negative("warmup_epochs", self.warmup_epochs)
         _non_negative("free_bits", self.free_bits)
@@ -222,8 +223,9 @@ class TrainingConfig:
                 or not 0 <= self.ema_momentum < 1:
             raise ValueError(f"ema_momentum must be a number in [0, 1) (0 turns weight averaging off; "
                              f"0.999 is a common choice), got {self.ema_momentum!r}.")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise ValueError(f"seed must be an integer, got {self.seed!r}.")
+        # TensorFlow's stateless seeds (model.sample's, the pipelines') are int32.
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2 ** 31:
+            raise ValueError(f"seed must be an integer in [0, 2**31), got {self.seed!r}.")
         _choice("strategy", self.strategy, STRATEGIES)
         if isinstance(self.num_cpu_devices, bool) or not isinstance(self.num_cpu_devices, int) \
                 or self.num_cpu_devices < 0:

@@ -110,8 +110,10 @@ class VAEHyperModel(keras_tuner.HyperModel):
         spaces = default_ranges(self.base_config)
         spaces.update(self.ranges)
         self._spaces = spaces
-        # Pinned values must make valid Configs: fail now, not in the first trial.
+        # Pinned values, and every value the search can reach, must make valid Configs: fail
+        # now, not as failed trials once training has started.
         self.trial_config(keras_tuner.HyperParameters())
+        self._check_reachable_values()
 
     # Construction-time validation: every mistake named before any training starts.
 
@@ -171,6 +173,32 @@ class VAEHyperModel(keras_tuner.HyperModel):
                 raise ValueError(f"range of {name} must be positive integers; got {spec!r}.")
             return
         raise ValueError(f"range of {name} must be a list of choices or a (low, high) pair; got {spec!r}.")
+
+    def _check_reachable_values(self):
+        """Builds the Config at every choice and at both ends of every range in use, the other
+        hyperparameters at their defaults, and names the first value the Config rejects."""
+        owner = {name: architecture for architecture, field in (("mlp", "hidden_units"), ("conv", "conv_filters"))
+                 for name in (field,) + _PARTS[field]}
+        pinned_architecture = self._pinned("architecture")
+        architectures = [pinned_architecture] if pinned_architecture is not None else self._spaces["architecture"]
+        for name, spec in self._spaces.items():
+            field = next((field for field, parts in _PARTS.items() if name in parts), name)
+            if field in self.fixed or field not in self.search or name in owner and owner[name] not in architectures:
+                continue  # pinned (checked above), or unreachable
+            if field != name and field in self.ranges:
+                continue  # a part of a tuple field that is searched as a choice of whole tuples
+            values = list(spec) if isinstance(spec, list) else [int(v) if name in _INTEGER else v for v in spec]
+            for value in values:
+                hp = keras_tuner.HyperParameters()
+                # keras-tuner keeps a value already present when the hyperparameter is declared.
+                hp.values[name] = _encode_tuple(value) if name in _PARTS and not isinstance(value, str) else value
+                if name in owner:
+                    hp.values["architecture"] = owner[name]
+                try:
+                    self.trial_config(hp)
+                except ValueError as error:
+                    raise ValueError(f"{name} = {value!r} in the search space does not make a valid "
+                                     f"config: {error} Change the range of {name}.") from None
 
     def _normalised_fixed(self, name):
         value = self.fixed[name]

@@ -169,6 +169,17 @@ def test_evaluate_summary_over_a_dataset_with_examples_cap():
         evaluation.evaluate(model.encoder(), model.decoder, model.prior, dataset, 5, examples=0)
 
 
+def test_undefined_figures_are_none_so_the_json_stays_valid():
+    """One sample has no K/2 bound, one example no standard error: null in the JSON, which
+    NaN or -Infinity (not JSON) would not be."""
+    values = {name: np.array([-500.0]) for name in ("log_likelihood", "log_likelihood_half", "elbo", "reconstruction")}
+    values["log_likelihood_half"] = np.array([-np.inf])  # what estimate() returns for K = 1
+    summary = evaluation.summarize(values, 1, 784, continuous=False)
+    assert summary["log_likelihood_half"] is None and summary["log_likelihood_half_stderr"] is None
+    assert summary["log_likelihood_stderr"] is None and summary["log_likelihood"] == -500.0
+    json.loads(json.dumps(summary, allow_nan=False))
+
+
 def test_bits_per_dim_uses_the_dequantization_convention():
     values = {name: np.array([-500.0, -600.0]) for name in
               ("log_likelihood", "log_likelihood_half", "elbo", "reconstruction")}

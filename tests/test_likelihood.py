@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from tfp_vae import data, evaluation, likelihood, training
+from tfp_vae import data, evaluation, likelihood, report, training
 from tfp_vae.config import load_config
 
 
@@ -87,6 +87,25 @@ def test_a_budgeted_run_stops_then_resumes_to_a_full_row(tmp_path):
         numbers["marginal_kl_leave_one_out"], rel=1e-5)
     with open(path) as handle:
         assert "marginal_kl_leave_one_out" in json.load(handle)
+
+    # trainers/diagnose.py on the run folder (other images, other split) writes the same file:
+    # the runner's row does not take those numbers for the test set's.
+    for other_images in (dict(split="test", examples=500), dict(split="validation")):
+        other = report.diagnose_run(workdir, **other_images)
+        assert (other["split"], other["examples"]) in (("test", 500), ("validation", 256))
+        again = likelihood.run("tiny", workdir, config=tiny_config(), num_samples=8, examples=1500, verbose=0)
+        assert again["aggregate_posterior"]["examples"] == 1500
+        assert again["aggregate_posterior"]["marginal_kl"] == pytest.approx(numbers["marginal_kl"], rel=1e-5)
+        with open(path) as handle:
+            assert json.load(handle)["split"] == "test"
+    # A report that shows another likelihood (the run was evaluated again since) is written anew.
+    with open(path) as handle:
+        stale = dict(json.load(handle), negative_log_likelihood=123.0)
+    with open(path, "w") as handle:
+        json.dump(stale, handle)
+    likelihood.run("tiny", workdir, config=tiny_config(), num_samples=8, examples=1500, verbose=0)
+    with open(path) as handle:
+        assert json.load(handle)["negative_log_likelihood"] == pytest.approx(row["test_nll"], rel=1e-9)
 
 
 def test_evaluation_in_parts_equals_one_evaluation_and_resumes(tmp_path, monkeypatch):

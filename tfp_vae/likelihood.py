@@ -209,7 +209,8 @@ def run(name: str, workdir: str, time_budget: Optional[float] = None, *, config:
         if summary is not None:
             row.update(status="done", test_elbo=summary["elbo"], test_nll=summary["negative_log_likelihood"],
                        test_nll_stderr=summary["log_likelihood_stderr"],
-                       test_nll_half=-summary["log_likelihood_half"], num_samples=num_samples,
+                       test_nll_half=None if summary["log_likelihood_half"] is None else -summary["log_likelihood_half"],
+                       num_samples=num_samples,
                        test_examples=summary["examples"], evaluation_seconds=summary["seconds"],
                        evaluation_jit_compile=jit_compile)  # of this call's parts
             # Where the KL goes, next to the likelihood: evaluation.json feeds the report.
@@ -217,14 +218,16 @@ def run(name: str, workdir: str, time_budget: Optional[float] = None, *, config:
                                      batch_size=EVALUATION_BATCH),
                                 os.path.join(workdir, "evaluation.json"))
             # For a two-level model, of z_top (tfp_vae.hierarchy.TopLevel).
-            row["aggregate_posterior"] = _diagnosis(workdir, examples, reference)
+            row["aggregate_posterior"] = _diagnosis(workdir, examples, reference, summary)
     training.write_json(row, os.path.join(workdir, "likelihood.json"))
     return row
 
 
-def _diagnosis(workdir: str, examples: Optional[int], reference: Optional[str]) -> dict:
-    """The aggregate-posterior numbers of the report (tfp_vae.report) on the same test images;
-    recomputed when the weights are newer than the last report, or it lacks the reference."""
+def _diagnosis(workdir: str, examples: Optional[int], reference: Optional[str], evaluated: dict) -> dict:
+    """The aggregate-posterior numbers of the report (tfp_vae.report) on the test images of the
+    evaluation `evaluated`. The last report is reused unless the weights are newer, it lacks the
+    reference, it covers other images (trainers/diagnose.py --split/--examples write the same
+    file), or it shows another likelihood than this evaluation's (evaluated again since)."""
     path = os.path.join(workdir, "diagnosis.json")
     weights = os.path.join(workdir, training.WEIGHTS)
     keys = ("mean_kl", "mean_kl_stderr", "mutual_information", "mutual_information_stderr",
@@ -237,6 +240,9 @@ def _diagnosis(workdir: str, examples: Optional[int], reference: Optional[str]) 
         if reference is not None and summary.get("reference", {}).get("workdir") != reference:
             summary = None
         elif any(key not in summary for key in keys):  # written by an older version of the report
+            summary = None
+        elif (summary.get("split"), summary["examples"], summary.get("negative_log_likelihood")) != (
+                "test", evaluated["examples"], evaluated["negative_log_likelihood"]):
             summary = None
     if summary is None:
         summary = report.diagnose_run(workdir, split="test", examples=examples, reference=reference)

@@ -288,6 +288,8 @@ def diagnose_run(workdir: str, *, split: str = "test", examples: Optional[int] =
     evaluation = _read_optional_json(os.path.join(workdir, "evaluation.json"))
     if evaluation and (evaluation["split"], evaluation["examples"]) != (split, summary["examples"]):
         evaluation = None  # another split or number of images: not this report's numbers
+    # The likelihood the report shows: a runner that evaluates again knows when it is stale.
+    summary["negative_log_likelihood"] = evaluation["negative_log_likelihood"] if evaluation else None
     text = markdown_report(summary, pictures, folder, class_names, evaluation)
     if reference is not None:
         summary["reference"] = _reference(reference, split, summary["examples"])

@@ -194,7 +194,12 @@ def test_the_report_reads_the_top_layer():
     assert isinstance(top, tfd.MultivariateNormalDiag) and top.event_shape == (TOP,)
     np.testing.assert_allclose(top.mean(), model.encode(x)[0][:, :TOP])
     z_top = level.prior.sample(3, seed=tf.constant([1, 1]))
-    np.testing.assert_allclose(level.prior.log_prob(z_top), model.prior_network.top.distribution().log_prob(z_top))
+    # p(z_top) is the VampPrior of the model's own encoder: the mean over the pseudo-inputs u_k of
+    # q(z_top | u_k), recomputed here from the encoder's top means and scales.
+    loc, scale = model.encode(model.prior_network.top.pseudo_inputs)
+    components = tfd.Normal(loc[:, :TOP], scale[:, :TOP]).log_prob(z_top[:, None, :])  # [3, K, TOP]
+    expected = tf.reduce_logsumexp(tf.reduce_sum(components, -1), -1) - np.log(3)
+    np.testing.assert_allclose(level.prior.log_prob(z_top), expected, rtol=1e-5)
     z_bottom = model.prior_network.conditional.distribution(z_top).mean()
     np.testing.assert_allclose(level.decode(z_top), model.decode(tf.concat([z_top, z_bottom], -1)))
     result = diagnosis.diagnose(level.encoder, level.prior, tf.data.Dataset.from_tensor_slices(x).batch(3))

@@ -115,6 +115,20 @@ def test_free_bits_loss_is_sum_of_clamped_per_dimension_kl():
     assert np.any(per_dimension < free_bits) and np.any(per_dimension > free_bits), per_dimension
 
 
+def test_epoch_metrics_weigh_a_short_last_batch_by_its_size():
+    """20 examples in batches of 16 and 4: the epoch's KL (exact, so free of sampling noise) is
+    the mean over the 20 examples, not the mean of the two batch means."""
+    model = VAE(tiny_config())
+    model.compile("adam")
+    x = binary_images(20, seed=5)
+    posterior = model.posterior(x)
+    per_example = tfd.kl_divergence(posterior, model.prior).numpy()
+    batch_means = (per_example[:16].mean() + per_example[16:].mean()) / 2
+    assert abs(per_example.mean() - batch_means) > 1e-3  # the two weightings differ here
+    logs = model.evaluate(x, batch_size=16, return_dict=True, verbose=0)
+    np.testing.assert_allclose(logs["kl"], per_example.mean(), rtol=1e-5)
+
+
 def test_training_improves_the_elbo():
     tf_keras.utils.set_random_seed(4)
     model = VAE(tiny_config())
@@ -144,6 +158,19 @@ def test_notebook_helpers_shapes_and_determinism():
 def test_compile_rejects_bad_objective_settings(arguments, message):
     with pytest.raises(ValueError, match=message):
         VAE(tiny_config()).compile("adam", **arguments)
+
+
+@pytest.mark.parametrize("model_fields,message", [
+    (dict(prior="mixture", prior_components=3), "needs prior 'standard_normal'"),
+    (dict(top_latent_dim=2), "two-level model"),
+])
+def test_compile_refuses_free_bits_where_they_are_undefined(model_fields, message):
+    """Free bits measure KL_d to N(0, 1): Config refuses them for a learnt prior or two levels,
+    and so does a VAE built directly (the Python API), instead of penalising the wrong KL."""
+    model = VAE(tiny_config(**model_fields))
+    model.compile("adam")  # without free bits, fine
+    with pytest.raises(ValueError, match=message):
+        model.compile("adam", free_bits=0.5)
 
 
 def test_sample_rejects_non_positive_count():

@@ -179,12 +179,25 @@ def test_a_time_budget_stops_at_an_epoch_boundary_and_the_next_call_finishes(tmp
         training.train(tiny_config(), workdir, time_budget=0)
 
 
-def test_keep_best_keeps_the_weights_and_metrics_of_the_best_validation_epoch(tmp_path):
+def test_keep_best_keeps_the_weights_and_metrics_of_the_best_validation_epoch(tmp_path, monkeypatch):
     workdir = str(tmp_path / "run")
-    # A learning rate high enough that the validation ELBO does not simply rise every epoch.
+
+    class SpoilTheLastEpoch(training.Throughput):
+        """Zeroes the decoder as the last epoch starts: that epoch validates far worse."""
+
+        def on_epoch_begin(self, epoch, logs=None):
+            super().on_epoch_begin(epoch, logs)
+            if epoch == 3:
+                for variable in self.model.decoder.trainable_weights:
+                    variable.assign(tf.zeros_like(variable))
+
+    monkeypatch.setattr(training, "Throughput", SpoilTheLastEpoch)
     metrics = training.train(tiny_config(epochs=4, keep_best=True, learning_rate=0.03), workdir, verbose=0)
     rows = read_history(workdir)
     best = max(range(len(rows)), key=lambda index: float(rows[index]["val_elbo"]))
+    # The kept epoch is not the last one, so the final weights below can only equal the kept ones
+    # if training reloaded them.
+    assert best < len(rows) - 1, [row["val_elbo"] for row in rows]
     assert metrics["best_epoch"] == best + 1
     assert metrics["optimizer_steps"] == 4 * 8  # steps trained, not those of the kept epoch
     assert metrics["validation"]["elbo"] == pytest.approx(float(rows[best]["val_elbo"]))

@@ -14,6 +14,7 @@ import tfp_vae
 from tfp_vae import training
 from tfp_vae.averaging import averaged_weights
 from tfp_vae.callbacks import BestWeights, StopOnNaN, TrainingDivergedError
+from tfp_vae.config import save_config
 from tfp_vae.model import VAE
 
 
@@ -209,6 +210,25 @@ def test_keep_best_keeps_the_weights_and_metrics_of_the_best_validation_epoch(tm
     assert names
     for name in names:
         np.testing.assert_array_equal(final.get_tensor(name), kept.get_tensor(name))
+
+
+def test_a_kill_between_the_renames_of_a_weights_save_loses_nothing(tmp_path):
+    """save_weights moves the old folder aside, then renames the new one in: a kill between the
+    two leaves no folder of that name, the old one as NAME.old-PID. Readers put it back."""
+    workdir = str(tmp_path)
+    config = tiny_config()
+    save_config(config, os.path.join(workdir, "config.json"))
+    model = training.build_model(config)
+    model(np.zeros((1, 28, 28, 1), np.float32))
+    for folder, record in ((training.WEIGHTS, None), (training.BEST, {"epoch": 3, "val_elbo": -300.0})):
+        training.save_weights(model, workdir, folder, record)
+        os.rename(os.path.join(workdir, folder), os.path.join(workdir, f"{folder}.old-999"))
+        os.makedirs(os.path.join(workdir, f"{folder}.tmp-999"))  # the new version, cut short
+    assert training._read_best(workdir) == {"epoch": 3, "val_elbo": -300.0}
+    loaded = training.load(workdir)
+    for saved, restored in zip(model.get_weights(), loaded.get_weights()):
+        np.testing.assert_array_equal(saved, restored)
+    assert not glob.glob(os.path.join(workdir, "*.old-*"))
 
 
 def test_best_weights_saves_only_on_improvement_and_never_on_nan():

@@ -24,6 +24,7 @@ from tfp_vae import _env  # noqa: F401  (must precede tensorflow)
 
 import csv
 import dataclasses
+import glob
 import json
 import math
 import os
@@ -107,14 +108,29 @@ def save_weights(model: VAE, workdir: str, folder: str = WEIGHTS, record: Option
     previous = f"{final}.old-{os.getpid()}"
     if os.path.exists(final):
         os.rename(final, previous)
-    os.rename(staging, final)
+    os.rename(staging, final)  # a kill just before this leaves only `previous`: see _recover
     shutil.rmtree(previous, ignore_errors=True)
     return final
+
+
+def _recover(final: str) -> None:
+    """A kill between save_weights' two renames leaves no FINAL folder, its previous version beside
+    it as FINAL.old-PID: that one is put back. (For best/, the newer version's epoch had not been
+    backed up yet, so the resumed run trains it again; weights/ is written again at the end.)"""
+    if os.path.exists(final):
+        return
+    previous = sorted(glob.glob(f"{glob.escape(final)}.old-*"), key=os.path.getmtime)
+    if previous:
+        try:
+            os.rename(previous[-1], final)
+        except FileNotFoundError:  # another worker of a multi-worker run put it back first
+            pass
 
 
 def load(workdir: str) -> VAE:
     """Rebuilds the trained model of a run folder from its config.json and weights/."""
     config = load_config(os.path.join(workdir, "config.json"))
+    _recover(os.path.join(workdir, WEIGHTS))
     prefix = os.path.join(workdir, WEIGHTS, CHECKPOINT_PREFIX)
     if not os.path.exists(prefix + ".index"):
         raise FileNotFoundError(
@@ -232,6 +248,7 @@ def train(config: Config, workdir: str, verbose: int = 1, time_budget: Optional[
 
 
 def _read_best(folder: str) -> Optional[dict]:
+    _recover(os.path.join(folder, BEST))
     path = os.path.join(folder, BEST, BEST_RECORD)
     if not os.path.exists(path):
         return None

@@ -63,6 +63,15 @@ def test_space_pins_ranges_and_defaults():
     assert searched == {"learning_rate"}
 
 
+def test_the_default_space_keeps_to_what_the_base_config_allows():
+    """Gated units are MLP-only and a two-level model needs latent_dim > top_latent_dim: the
+    default ranges leave out the rest, so such a base config searches without --range."""
+    gated = hypermodel_lib.VAEHyperModel(tfp_vae.Config().replace(model={"gated": True}))
+    assert hypermodel_lib.default_ranges(gated.base_config)["architecture"] == ["mlp"]
+    two_level = hypermodel_lib.VAEHyperModel(tfp_vae.Config().replace(model={"latent_dim": 16, "top_latent_dim": 4}))
+    assert hypermodel_lib.default_ranges(two_level.base_config)["latent_dim"] == [8, 16, 32, 64]
+
+
 @pytest.mark.parametrize("arguments, message", [
     (dict(search=["latent_dims"]), "cannot search"),
     (dict(fixed={"dropout": 0.1}), "cannot fix"),

@@ -214,7 +214,8 @@ def test_keep_best_keeps_the_weights_and_metrics_of_the_best_validation_epoch(tm
 
 def test_a_kill_between_the_renames_of_a_weights_save_loses_nothing(tmp_path):
     """save_weights moves the old folder aside, then renames the new one in: a kill between the
-    two leaves no folder of that name, the old one as NAME.old-PID. Readers put it back."""
+    two leaves no folder of that name, the old one as NAME.old-PID. Readers read that one; the
+    next save cleans up."""
     workdir = str(tmp_path)
     config = tiny_config()
     save_config(config, os.path.join(workdir, "config.json"))
@@ -224,11 +225,15 @@ def test_a_kill_between_the_renames_of_a_weights_save_loses_nothing(tmp_path):
         training.save_weights(model, workdir, folder, record)
         os.rename(os.path.join(workdir, folder), os.path.join(workdir, f"{folder}.old-999"))
         os.makedirs(os.path.join(workdir, f"{folder}.tmp-999"))  # the new version, cut short
+        # Another leftover, older and incomplete (a removal cut short), is not taken for it.
+        os.makedirs(os.path.join(workdir, f"{folder}.old-1"))
     assert training._read_best(workdir) == {"epoch": 3, "val_elbo": -300.0}
     loaded = training.load(workdir)
     for saved, restored in zip(model.get_weights(), loaded.get_weights()):
         np.testing.assert_array_equal(saved, restored)
-    assert not glob.glob(os.path.join(workdir, "*.old-*"))
+    training.save_weights(model, workdir, training.BEST, {"epoch": 4, "val_elbo": -299.0})
+    assert training._read_best(workdir) == {"epoch": 4, "val_elbo": -299.0}
+    assert not glob.glob(os.path.join(workdir, f"{training.BEST}.old-*"))
 
 
 def test_best_weights_saves_only_on_improvement_and_never_on_nan():

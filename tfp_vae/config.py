@@ -18,6 +18,7 @@ __all__ = [
     "LIKELIHOODS",
     "PRIORS",
     "STRATEGIES",
+    "check_free_bits",
     "Config",
     "DataConfig",
     "ModelConfig",
@@ -250,6 +251,17 @@ class TrainingConfig:
                 "drop --jit-compile.")
 
 
+def check_free_bits(model: ModelConfig, free_bits: float) -> None:
+    """Free bits penalise max(free_bits, KL_d), KL_d to N(0, 1) per dimension of a one-layer
+    Gaussian posterior: undefined for a learnt prior or a two-level model (Config and VAE.compile)."""
+    if free_bits > 0 and model.prior != "standard_normal":
+        raise ValueError("free_bits (--free-bits) is defined per latent dimension against N(0, I): "
+                         f"it needs prior 'standard_normal', not {model.prior!r}.")
+    if free_bits > 0 and model.top_latent_dim:
+        raise ValueError("free_bits (--free-bits) is defined per dimension of a one-layer Gaussian posterior; "
+                         "a two-level model (top_latent_dim > 0) has none: drop --free-bits or --top-latent-dim.")
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
@@ -268,12 +280,7 @@ class Config:
                 "binarization to 'none', or use likelihood 'bernoulli' for binarized images.")
         if self.data.dataset == "binarized_mnist" and self.data.binarization != "none":
             raise ValueError("binarized_mnist is already binary: set binarization to 'none'.")
-        if self.training.free_bits > 0 and self.model.prior != "standard_normal":
-            raise ValueError("free_bits (--free-bits) is defined per latent dimension against N(0, I): "
-                             f"it needs prior 'standard_normal', not {self.model.prior!r}.")
-        if self.training.free_bits > 0 and self.model.top_latent_dim:
-            raise ValueError("free_bits (--free-bits) is defined per dimension of a one-layer Gaussian posterior; "
-                             "a two-level model (top_latent_dim > 0) has none: drop --free-bits or --top-latent-dim.")
+        check_free_bits(self.model, self.training.free_bits)
         if self.training.keep_best and self.data.validation_examples == 0:
             raise ValueError("keep_best (--keep-best) selects the epoch with the best validation ELBO: "
                              "set validation_examples > 0, or drop --keep-best.")

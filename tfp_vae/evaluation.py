@@ -146,16 +146,15 @@ def summarize(per_example: dict, num_samples: int, num_dims: int, continuous: bo
     if count == 0:
         raise ValueError("no examples to summarize: the split (or --examples) is empty.")
 
-    # None (JSON null) where a figure is undefined: NaN and -Infinity are not valid JSON.
     def stderr(values):
-        return float(np.std(values, ddof=1) / math.sqrt(count)) if count > 1 else None
+        return float(np.std(values, ddof=1) / math.sqrt(count)) if count > 1 else float("nan")
 
     summary = {"num_samples": num_samples, "examples": count, "units": "nats per example"}
     for name in ("log_likelihood", "log_likelihood_half", "elbo", "reconstruction"):
         values = np.asarray(per_example[name], np.float64)
         summary[name] = float(np.mean(values))
         summary[f"{name}_stderr"] = stderr(values)
-    if num_samples < 2:  # the K/2 convergence check needs K >= 2 samples
+    if num_samples < 2:  # no K/2 bound: null, not the -Infinity of an empty log-sum-exp
         summary["log_likelihood_half"] = summary["log_likelihood_half_stderr"] = None
     summary["negative_log_likelihood"] = -summary["log_likelihood"]
     summary["kl"] = summary["reconstruction"] - summary["elbo"]

@@ -46,9 +46,12 @@ def _max_conv_layers(image_shape) -> int:
 def default_ranges(config: Config) -> dict:
     """The default search space for `config` (whose model.image_shape must be the data's)."""
     conv_layers = _max_conv_layers(config.model.image_shape)
+    # Only what the base config allows: gated units are MLP-only, and a two-level model needs
+    # latent_dim > top_latent_dim.
+    latent_dims = [d for d in (2, 4, 8, 16, 32, 64) if d > config.model.top_latent_dim]
     return {
-        "architecture": ["mlp", "conv"] if conv_layers else ["mlp"],
-        "latent_dim": [2, 4, 8, 16, 32, 64],
+        "architecture": ["mlp", "conv"] if conv_layers and not config.model.gated else ["mlp"],
+        "latent_dim": latent_dims or [2 * config.model.top_latent_dim],
         "mlp_layers": (1, 3),
         "mlp_units": [64, 128, 256, 512, 1024],
         "conv_layers": (1, max(1, conv_layers)),
@@ -183,7 +186,8 @@ class VAEHyperModel(keras_tuner.HyperModel):
         architectures = [pinned_architecture] if pinned_architecture is not None else self._spaces["architecture"]
         for name, spec in self._spaces.items():
             field = next((field for field, parts in _PARTS.items() if name in parts), name)
-            if field in self.fixed or field not in self.search or name in owner and owner[name] not in architectures:
+            if (self._pinned(name) is not None or field in self.fixed or field not in self.search
+                    or name in owner and owner[name] not in architectures):
                 continue  # pinned (checked above), or unreachable
             if field != name and field in self.ranges:
                 continue  # a part of a tuple field that is searched as a choice of whole tuples

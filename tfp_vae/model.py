@@ -27,7 +27,7 @@ import tf_keras
 
 from tfp_vae import autoregressive, hierarchy, network
 from tfp_vae import prior as prior_lib
-from tfp_vae.config import ModelConfig
+from tfp_vae.config import ModelConfig, check_free_bits
 from tfp_vae.prior import standard_normal_prior
 
 __all__ = ["VAE", "build_decoder", "build_encoder", "build_posterior_network", "standard_normal_prior"]
@@ -160,14 +160,7 @@ class VAE(tf_keras.Model):
         for name, value in (("beta", beta), ("warmup_steps", warmup_steps), ("free_bits", free_bits)):
             if not np.isfinite(value) or value < 0:
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}.")
-        # The free-bits term is KL_d to N(0, 1) per dimension of a one-layer Gaussian posterior
-        # (Config refuses the rest too; a VAE built directly reaches compile without it).
-        if free_bits > 0 and self.config.prior != "standard_normal":
-            raise ValueError(f"free_bits is defined per latent dimension against N(0, I): it needs prior "
-                             f"'standard_normal', not {self.config.prior!r}.")
-        if free_bits > 0 and self.config.top_latent_dim:
-            raise ValueError("free_bits is defined per dimension of a one-layer Gaussian posterior; a "
-                             "two-level model (top_latent_dim > 0) has none: compile without free_bits.")
+        check_free_bits(self.config, free_bits)  # a VAE built from a ModelConfig skips Config's check
         if self.mixed_precision:
             # float16 gradients of the body underflow without loss scaling; the scaling is
             # undone before the float32 variables are updated.

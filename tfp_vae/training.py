@@ -108,30 +108,32 @@ def save_weights(model: VAE, workdir: str, folder: str = WEIGHTS, record: Option
     previous = f"{final}.old-{os.getpid()}"
     if os.path.exists(final):
         os.rename(final, previous)
-    os.rename(staging, final)  # a kill just before this leaves only `previous`: see _recover
-    shutil.rmtree(previous, ignore_errors=True)
+    os.rename(staging, final)  # a kill just before this leaves only `previous`: see _saved_folder
+    for old in [previous] + glob.glob(f"{glob.escape(final)}.old-*"):  # and what such a kill left
+        shutil.rmtree(old, ignore_errors=True)
     return final
 
 
-def _recover(final: str) -> None:
-    """A kill between save_weights' two renames leaves no FINAL folder, its previous version beside
-    it as FINAL.old-PID: that one is put back. (For best/, the newer version's epoch had not been
-    backed up yet, so the resumed run trains it again; weights/ is written again at the end.)"""
+def _saved_folder(final: str) -> str:
+    """The folder save_weights last completed as `final`: `final` itself, or, after a kill between
+    its two renames (no `final`; the previous version beside it as FINAL.old-PID), that previous
+    version. For best/ the newer version's epoch had not been backed up yet, so a resumed run
+    trains that epoch again. Read only: the next save_weights cleans up."""
     if os.path.exists(final):
-        return
-    previous = sorted(glob.glob(f"{glob.escape(final)}.old-*"), key=os.path.getmtime)
-    if previous:
-        try:
-            os.rename(previous[-1], final)
-        except FileNotFoundError:  # another worker of a multi-worker run put it back first
-            pass
+        return final
+    candidates = []
+    for folder in glob.glob(f"{glob.escape(final)}.old-*"):
+        try:  # a complete version has its index; the newest written wins
+            candidates.append((os.path.getmtime(os.path.join(folder, CHECKPOINT_PREFIX + ".index")), folder))
+        except FileNotFoundError:
+            continue
+    return max(candidates)[1] if candidates else final
 
 
 def load(workdir: str) -> VAE:
     """Rebuilds the trained model of a run folder from its config.json and weights/."""
     config = load_config(os.path.join(workdir, "config.json"))
-    _recover(os.path.join(workdir, WEIGHTS))
-    prefix = os.path.join(workdir, WEIGHTS, CHECKPOINT_PREFIX)
+    prefix = os.path.join(_saved_folder(os.path.join(workdir, WEIGHTS)), CHECKPOINT_PREFIX)
     if not os.path.exists(prefix + ".index"):
         raise FileNotFoundError(
             f"no trained weights in {os.path.join(workdir, WEIGHTS)}: training in {workdir} has not "
@@ -248,8 +250,7 @@ def train(config: Config, workdir: str, verbose: int = 1, time_budget: Optional[
 
 
 def _read_best(folder: str) -> Optional[dict]:
-    _recover(os.path.join(folder, BEST))
-    path = os.path.join(folder, BEST, BEST_RECORD)
+    path = os.path.join(_saved_folder(os.path.join(folder, BEST)), BEST_RECORD)
     if not os.path.exists(path):
         return None
     with open(path) as handle:
@@ -333,7 +334,8 @@ def _train(config: Config, workdir: str, output_dir: str, strategy, chief: bool,
         folder = output_dir if best.saved_any or chief else workdir
         best_record = _read_best(folder)
         if best_record is not None:
-            model.load_weights(os.path.join(folder, BEST, CHECKPOINT_PREFIX)).expect_partial()
+            kept = _saved_folder(os.path.join(folder, BEST))
+            model.load_weights(os.path.join(kept, CHECKPOINT_PREFIX)).expect_partial()
     save_weights(model, output_dir)  # on every worker: reading synced variables is collective
 
     test = model.evaluate(datasets.test, return_dict=True, verbose=verbose)

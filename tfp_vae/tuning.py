@@ -475,6 +475,8 @@ def best_workdir(project: str, config: Config) -> Tuple[str, Optional[str]]:
     can pick another best config than the one `best/` holds, or fewer epochs: that run cannot be
     resumed, so it is renamed aside (`best.replaced-<UTC time>`), not deleted or trained over."""
     workdir = os.path.join(project, "best")
+    # As training.train compares it: with the image shape of the data.
+    config = config.replace(model={"image_shape": data_lib.image_shape(config.data)})
     try:
         training.check_resumable(config, workdir)
     except ValueError:

@@ -151,11 +151,13 @@ def summarize(per_example: dict, num_samples: int, num_dims: int, continuous: bo
 
     summary = {"num_samples": num_samples, "examples": count, "units": "nats per example"}
     for name in ("log_likelihood", "log_likelihood_half", "elbo", "reconstruction"):
+        if name == "log_likelihood_half" and num_samples < 2:
+            # No K/2 bound: null, not the -Infinity of an empty log-sum-exp.
+            summary[name] = summary[f"{name}_stderr"] = None
+            continue
         values = np.asarray(per_example[name], np.float64)
         summary[name] = float(np.mean(values))
         summary[f"{name}_stderr"] = stderr(values)
-    if num_samples < 2:  # no K/2 bound: null, not the -Infinity of an empty log-sum-exp
-        summary["log_likelihood_half"] = summary["log_likelihood_half_stderr"] = None
     summary["negative_log_likelihood"] = -summary["log_likelihood"]
     summary["kl"] = summary["reconstruction"] - summary["elbo"]
     # Gap between the K-sample bound and the ELBO, paired per example (its stderr is small).

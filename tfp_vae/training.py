@@ -109,7 +109,7 @@ def save_weights(model: VAE, workdir: str, folder: str = WEIGHTS, record: Option
     if os.path.exists(final):
         os.rename(final, previous)
     os.rename(staging, final)  # a kill just before this leaves only `previous`: see _saved_folder
-    for old in [previous] + glob.glob(f"{glob.escape(final)}.old-*"):  # and what such a kill left
+    for old in glob.glob(f"{glob.escape(final)}.old-*"):  # `previous`, and what such a kill left
         shutil.rmtree(old, ignore_errors=True)
     return final
 

@@ -203,13 +203,51 @@ def test_keep_best_keeps_the_weights_and_metrics_of_the_best_validation_epoch(tm
     assert metrics["optimizer_steps"] == 4 * 8  # steps trained, not those of the kept epoch
     assert metrics["validation"]["elbo"] == pytest.approx(float(rows[best]["val_elbo"]))
     with open(os.path.join(workdir, "best", "best.json")) as handle:
-        assert json.load(handle) == {"epoch": best, "val_elbo": pytest.approx(float(rows[best]["val_elbo"]))}
+        record = json.load(handle)
+    assert record["epoch"] == best and record["val_elbo"] == pytest.approx(float(rows[best]["val_elbo"]))
+    assert record["logs"] == pytest.approx({key: float(value) for key, value in rows[best].items() if key != "epoch"})
     final = tf.train.load_checkpoint(os.path.join(workdir, "weights", "checkpoint"))
     kept = tf.train.load_checkpoint(os.path.join(workdir, "best", "checkpoint"))
     names = [name for name in final.get_variable_to_shape_map() if "kernel" in name]
     assert names
     for name in names:
         np.testing.assert_array_equal(final.get_tensor(name), kept.get_tensor(name))
+
+
+def test_a_kill_after_the_best_save_keeps_metrics_of_the_weights_kept(tmp_path, monkeypatch):
+    """best/ is saved before the epoch's backup: a kill between the two redoes the epoch, whose
+    new history row describes other weights than best/ holds when it does not beat them."""
+    workdir = str(tmp_path / "run")
+    config = tiny_config(epochs=2, keep_best=True, learning_rate=0.03)
+
+    class KilledBeforeTheSecondBackup(tf_keras.callbacks.BackupAndRestore):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt("killed")
+            super().on_epoch_end(epoch, logs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(tf_keras.callbacks, "BackupAndRestore", KilledBeforeTheSecondBackup)
+        with pytest.raises(KeyboardInterrupt):
+            training.train(config, workdir, verbose=0)
+    with open(os.path.join(workdir, "best", "best.json")) as handle:
+        abandoned = json.load(handle)
+    assert abandoned["epoch"] == 1  # the killed attempt at epoch 1 was the best so far
+
+    class SpoilTheRedoneEpoch(training.Throughput):
+        def on_epoch_begin(self, epoch, logs=None):
+            super().on_epoch_begin(epoch, logs)
+            for variable in self.model.decoder.trainable_weights:
+                variable.assign(tf.zeros_like(variable))
+
+    monkeypatch.setattr(training, "Throughput", SpoilTheRedoneEpoch)
+    metrics = training.train(config, workdir, verbose=0)
+    rows = read_history(workdir)
+    assert [int(row["epoch"]) for row in rows] == [0, 1]
+    assert float(rows[1]["val_elbo"]) < abandoned["val_elbo"]  # the redone epoch did not replace best/
+    assert metrics["best_epoch"] == 2
+    assert metrics["validation"]["elbo"] == pytest.approx(abandoned["val_elbo"])
+    assert metrics["train"]["elbo"] == pytest.approx(abandoned["logs"]["elbo"])
 
 
 def test_a_kill_between_the_renames_of_a_weights_save_loses_nothing(tmp_path):
@@ -241,7 +279,8 @@ def test_best_weights_saves_only_on_improvement_and_never_on_nan():
     callback = BestWeights(records.append, best=-4.5)
     for epoch, value in enumerate([-5.0, -3.0, -4.0, float("nan"), -2.5]):
         callback.on_epoch_end(epoch, {"val_elbo": value})
-    assert records == [{"epoch": 1, "val_elbo": -3.0}, {"epoch": 4, "val_elbo": -2.5}]
+    assert records == [{"epoch": 1, "val_elbo": -3.0, "logs": {"val_elbo": -3.0}},
+                       {"epoch": 4, "val_elbo": -2.5, "logs": {"val_elbo": -2.5}}]
     with pytest.raises(ValueError, match="validation data"):
         callback.on_epoch_end(5, {"elbo": -1.0})
 

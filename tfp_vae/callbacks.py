@@ -222,8 +222,8 @@ class HistoryCSV(tf_keras.callbacks.Callback):
 class BestWeights(tf_keras.callbacks.Callback):
     """Calls `save(record)` whenever `monitor` (default val_elbo, higher is better) beats `best`.
 
-    `record` is {"epoch": e, monitor: value}; `best` carries the best value over from a run
-    that this one resumes. NaN never counts as an improvement.
+    `record` is {"epoch": e, monitor: value, "logs": the epoch's logs}; `best` carries the best
+    value over from a run that this one resumes. NaN never counts as an improvement.
     """
 
     def __init__(self, save: Callable[[dict], None], best: Optional[float] = None, monitor: str = "val_elbo"):
@@ -239,5 +239,9 @@ class BestWeights(tf_keras.callbacks.Callback):
         value = float(value)
         if math.isfinite(value) and (self.best is None or value > self.best):
             self.best = value
-            self.save({"epoch": int(epoch), self.monitor: value})
+            # The whole logs travel with the weights: a run killed after this save but before
+            # the epoch's backup redoes the epoch, and the redone epoch's history row (which may
+            # not beat this one) describes other weights.
+            self.save({"epoch": int(epoch), self.monitor: value,
+                       "logs": {key: float(logged) for key, logged in logs.items()}})
             self.saved_any = True

@@ -341,8 +341,12 @@ def _train(config: Config, workdir: str, output_dir: str, strategy, chief: bool,
     test = model.evaluate(datasets.test, return_dict=True, verbose=verbose)
     rows = _rows(history_csv)
     chosen = rows[-1] if rows else {}
-    if best_record is not None:  # the metrics of the epoch whose weights were kept
-        chosen = next((row for row in rows if int(row["epoch"]) == best_record["epoch"]), chosen)
+    if best_record is not None:  # the metrics of the weights kept
+        # Their own logs (best.json) rather than the history row of their epoch: after a kill
+        # between the best save and the epoch's backup, that row is the redone epoch's. Records
+        # written before the logs were added fall back to the row.
+        chosen = best_record.get("logs") or next(
+            (row for row in rows if int(row["epoch"]) == best_record["epoch"]), chosen)
     train_metrics, validation_metrics = _split_logs(chosen)
     epochs = int(rows[-1]["epoch"]) + 1 if rows else 0
     metrics = {

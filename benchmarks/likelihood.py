@@ -14,6 +14,11 @@ invocation) ran out. --list shows the models.
 
 trains a finished (or copied) run on to 400 epochs from its last epoch's backup; the cosine
 schedule is re-stretched to 400 epochs, so the added epochs restart at that schedule's rate.
+
+    python benchmarks/likelihood.py --model mlp_vamp --reference benchmarks/results/likelihood/mlp_ema
+
+shows the report next to a committed run's numbers (here the mlp network under N(0, I)) when the
+registered reference has not run on this machine.
 """
 import argparse
 import json
@@ -40,10 +45,17 @@ def main(argv=None) -> int:
                         help="train to this many epochs instead of the registered count; extends a finished run "
                              "from its last epoch, its cosine schedule re-stretched to the new length (a warm "
                              "restart: write it down next to the figure)")
+    parser.add_argument("--reference", metavar="FOLDER",
+                        help="a run folder with its report (diagnosis.json), e.g. a committed one under "
+                             "benchmarks/results/likelihood/, whose aggregate-posterior numbers the report shows "
+                             "next to this model's; default: the registered reference model's folder beside this one")
     parser.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2), help="Keras progress output")
     args = parser.parse_args(argv)
     if args.time_budget is not None and not args.time_budget > 0:
         parser.error(f"--time-budget must be a number of minutes > 0, got {args.time_budget}.")
+    if args.reference is not None and not os.path.exists(os.path.join(args.reference, "diagnosis.json")):
+        parser.error(f"--reference {args.reference} has no diagnosis.json: give a finished run folder (its "
+                     "report written) or one under benchmarks/results/likelihood/.")
 
     from tfp_vae import likelihood  # after flag parsing: bad flags fail fast, without TensorFlow
     if args.list:
@@ -53,9 +65,9 @@ def main(argv=None) -> int:
     if args.model not in likelihood.MODELS:
         parser.error(f"--model must be one of {', '.join(likelihood.MODELS)}; got {args.model!r}.")
     workdir = args.workdir or os.path.join("runs", "likelihood", args.model)
-    reference = None
+    reference = args.reference
     reference_name = likelihood.MODELS[args.model].reference
-    if reference_name:
+    if reference is None and reference_name:
         # The reference model's run folder beside this one's, once it has its report.
         folder = os.path.join(os.path.dirname(os.path.normpath(workdir)), reference_name)
         if os.path.exists(os.path.join(folder, "diagnosis.json")):

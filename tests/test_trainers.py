@@ -125,3 +125,6 @@ def test_likelihood_benchmark_lists_models_and_rejects_unknown_ones():
     wrong = subprocess.run([sys.executable, script, "--model", "mlp", "--epochs", "0"],
                            capture_output=True, text=True, timeout=120)
     assert wrong.returncode == 2 and "--epochs must be >= 1, got 0" in wrong.stderr
+    wrong = subprocess.run([sys.executable, script, "--model", "mlp_vamp", "--reference", "/nonexistent/mlp"],
+                           capture_output=True, text=True, timeout=120)
+    assert wrong.returncode == 2 and "--reference /nonexistent/mlp has no diagnosis.json" in wrong.stderr

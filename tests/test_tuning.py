@@ -190,6 +190,35 @@ def test_scoring_each_epoch_leaves_the_training_noise_alone():
     assert replayed[1] == replayed[0] and replayed[2] == replayed[0], replayed
 
 
+def test_a_kill_while_keras_tuner_writes_its_state_leaves_a_resumable_search(tmp_path, monkeypatch):
+    """keras-tuner rewrites oracle.json and tuner0.json in place; here a kill halfway through a
+    write is simulated, and the search must still reload (the files are renamed into place)."""
+    options = {"max_trials": 2, "directory": str(tmp_path), "project_name": "p"}
+    tuner = tuning.RandomSearch(tiny_hypermodel(), **options)
+    tuner.save()
+    oracle_file = os.path.join(str(tmp_path), "p", "oracle.json")
+    saved = read_json(oracle_file)
+
+    class KilledMidWrite(tf.io.gfile.GFile):
+        def write(self, text):
+            super().write(text[:len(text) // 2])
+            raise KeyboardInterrupt("killed during the write")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(tf.io.gfile, "GFile", KilledMidWrite)
+        with pytest.raises(KeyboardInterrupt):
+            tuner.save()
+    assert read_json(oracle_file) == saved
+    reloaded = tuning.RandomSearch(tiny_hypermodel(), **options)  # keras-tuner reloads the project
+    assert reloaded.oracle.get_state()["seed"] == tuner.oracle.get_state()["seed"]
+
+    # A file left half-written by an older version: the error names it and what to do.
+    with open(oracle_file, "w") as handle:
+        handle.write(json.dumps(saved)[:100])
+    with pytest.raises(ValueError, match=r"oracle\.json is not valid JSON .*--overwrite"):
+        tuning.RandomSearch(tiny_hypermodel(), **options)
+
+
 def test_a_best_run_of_another_config_is_moved_aside_not_lost(tmp_path):
     """A restarted search can pick another best config than the one `best/` trained: that run
     cannot be resumed, so it moves aside (kept); the same config, or more epochs, resumes it."""

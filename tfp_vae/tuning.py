@@ -32,6 +32,7 @@ gives back the best trial's score exactly.
 """
 from tfp_vae import _env  # noqa: F401  (must precede tensorflow and keras_tuner)
 
+import contextlib
 import copy
 import dataclasses
 import glob
@@ -160,6 +161,53 @@ class _ScoreAndKeepBest(tf_keras.callbacks.Callback):
             training.save_weights(self.model, self.trial_dir)
 
 
+def _save_json_atomically(path, obj):
+    """keras_tuner's utils.save_json, written beside the file and renamed into place.
+
+    keras-tuner rewrites oracle.json, trial.json and tuner0.json in place: a kill during a write
+    left an empty file, and the restart stopped on it with "Expecting value: line 1 column 1"
+    (a killed search's resume test hit it on a loaded machine). tf.io.gfile, as keras-tuner uses,
+    so remote directories still work (where a rename is a copy, not atomic)."""
+    text = json.dumps(obj)
+    temporary = f"{path}.tmp-{os.getpid()}"
+    with tf.io.gfile.GFile(temporary, "w") as handle:
+        handle.write(text)
+    tf.io.gfile.rename(temporary, path, overwrite=True)
+    return text
+
+
+def _atomic_keras_tuner_state() -> None:
+    """Routes keras-tuner's state writes through _save_json_atomically, process-wide: every
+    keras-tuner state file goes through that one function (Stateful.save, the build configs)."""
+    from keras_tuner.src import utils as keras_tuner_utils  # keras-tuner==1.4.8 (setup.py)
+    keras_tuner_utils.save_json = _save_json_atomically
+
+
+def _parses(path: str) -> bool:
+    try:
+        with open(path) as handle:
+            json.load(handle)
+        return True
+    except ValueError:
+        return False
+
+
+@contextlib.contextmanager
+def _named_state_errors(kwargs: dict):
+    """keras-tuner's reload stops on an unreadable state file with a bare JSON error: name the file."""
+    try:
+        yield
+    except json.JSONDecodeError as error:
+        project = os.path.join(kwargs.get("directory") or ".", kwargs.get("project_name") or "untitled_project")
+        files = glob.glob(os.path.join(project, "*.json")) + glob.glob(os.path.join(project, "trial_*", "trial.json"))
+        broken = [path for path in sorted(files) if not _parses(path)]
+        raise ValueError(
+            f"the keras-tuner project {project} cannot be resumed: {', '.join(broken) or 'a state file'} is not "
+            f"valid JSON ({error}). A search killed while keras-tuner wrote it in place (before tfp_vae made those "
+            "writes atomic, 2026-11-30) leaves one: put back a copy of the file, or start over with "
+            "overwrite=True (--overwrite).") from error
+
+
 class VAETunerMixin:
     """Makes a keras-tuner tuner run tfp_vae VAEs (tf_keras): put it first among the bases.
 
@@ -173,6 +221,7 @@ class VAETunerMixin:
     def _setup_vae_tuner(self, hypermodel, kwargs):
         if not isinstance(hypermodel, VAEHyperModel):
             raise TypeError(f"hypermodel must be a tfp_vae.tuning.VAEHyperModel, got {type(hypermodel).__name__}.")
+        _atomic_keras_tuner_state()  # before keras-tuner's __init__, which may write
         for name in ("optimizer", "loss", "metrics"):
             if kwargs.get(name) is not None:
                 raise ValueError(f"{name}= is not supported: the VAE compiles itself from each trial's Config.")
@@ -424,8 +473,9 @@ class RandomSearch(VAETunerMixin, keras_tuner.RandomSearch):
 
     def __init__(self, hypermodel: VAEHyperModel, objective=None, max_trials: int = 10, **kwargs):
         kwargs = self._setup_vae_tuner(hypermodel, kwargs)
-        super().__init__(hypermodel=hypermodel, objective=objective or DEFAULT_OBJECTIVE,
-                         max_trials=max_trials, **kwargs)
+        with _named_state_errors(kwargs):
+            super().__init__(hypermodel=hypermodel, objective=objective or DEFAULT_OBJECTIVE,
+                             max_trials=max_trials, **kwargs)
         self._after_init()
 
 
@@ -435,8 +485,9 @@ class BayesianOptimization(VAETunerMixin, keras_tuner.BayesianOptimization):
 
     def __init__(self, hypermodel: VAEHyperModel, objective=None, max_trials: int = 10, **kwargs):
         kwargs = self._setup_vae_tuner(hypermodel, kwargs)
-        super().__init__(hypermodel=hypermodel, objective=objective or DEFAULT_OBJECTIVE,
-                         max_trials=max_trials, **kwargs)
+        with _named_state_errors(kwargs):
+            super().__init__(hypermodel=hypermodel, objective=objective or DEFAULT_OBJECTIVE,
+                             max_trials=max_trials, **kwargs)
         self._after_init()
 
 
@@ -451,9 +502,10 @@ class Hyperband(VAETunerMixin, keras_tuner.Hyperband):
     def __init__(self, hypermodel: VAEHyperModel, objective=None, max_epochs: Optional[int] = None,
                  factor: int = 3, max_trials: Optional[int] = None, **kwargs):
         kwargs = self._setup_vae_tuner(hypermodel, kwargs)
-        super().__init__(hypermodel=hypermodel, objective=objective or DEFAULT_OBJECTIVE,
-                         max_epochs=max_epochs or hypermodel.base_config.training.epochs,
-                         factor=factor, **kwargs)
+        with _named_state_errors(kwargs):
+            super().__init__(hypermodel=hypermodel, objective=objective or DEFAULT_OBJECTIVE,
+                             max_epochs=max_epochs or hypermodel.base_config.training.epochs,
+                             factor=factor, **kwargs)
         if isinstance(self.oracle, keras_tuner.Oracle):  # the chief's (or only) oracle
             self.oracle.max_trials = max_trials
         self._after_init()

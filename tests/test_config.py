@@ -18,6 +18,8 @@ def test_json_round_trip(tmp_path):
     (lambda: ModelConfig(architecture="transformer"), "architecture must be one of mlp, conv, resnet"),
     (lambda: ModelConfig(architecture="resnet", gated=True), "gated"),
     (lambda: ModelConfig(architecture="resnet", residual_blocks=0), "residual_blocks"),
+    (lambda: ModelConfig(architecture="resnet", full_resolution_filters=-16), "full_resolution_filters must be"),
+    (lambda: ModelConfig(architecture="conv", full_resolution_filters=16), "applies to architecture 'resnet'"),
     (lambda: ModelConfig(prior="flow"), "prior must be one of standard_normal, mixture, vamp"),
     (lambda: ModelConfig(prior="vamp", prior_components=0), "prior_components"),
     (lambda: ModelConfig(kl_samples=0), "kl_samples"),

@@ -53,11 +53,13 @@ def test_fit_minimises_mean_negative_log_likelihood_plus_beta_kl(beta, architect
     np.testing.assert_allclose(logs["elbo"], np.mean(log_likelihood - kl), rtol=1e-4)
 
 
-@pytest.mark.parametrize("architecture", ["mlp", "conv", "resnet"])
-def test_mixed_precision_keeps_the_float32_loss_identity(architecture):
+@pytest.mark.parametrize("architecture,full_resolution_filters", [
+    ("mlp", 0), ("conv", 0), ("resnet", 0), ("resnet", 4)])
+def test_mixed_precision_keeps_the_float32_loss_identity(architecture, full_resolution_filters):
     # float16 body, float32 variables; the distributions, the KL and the loss stay float32.
     tf_keras.utils.set_random_seed(5)
-    model = VAE(tiny_config(architecture=architecture), mixed_precision=True)
+    model = VAE(tiny_config(architecture=architecture, full_resolution_filters=full_resolution_filters),
+                mixed_precision=True)
     model.compile(tf_keras.optimizers.SGD(0.0), beta=1.5, run_eagerly=True)
     assert isinstance(model.optimizer, tf_keras.mixed_precision.LossScaleOptimizer)
     body = [layer for layer in model.encoder.layers + model.decoder.layers if layer.weights]

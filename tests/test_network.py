@@ -47,3 +47,20 @@ def test_bodies_map_images_to_features_and_latents_to_one_logit_per_pixel(archit
     assert model(np.zeros((3, 5), np.float32)).shape == (3, np.prod(shape))
     blocks = [layer for layer in model.layers if isinstance(layer, network.ResidualBlock)]
     assert len(blocks) == (2 * len(config.conv_filters) if architecture == "resnet" else 0)
+
+
+def test_a_full_resolution_stage_runs_blocks_at_image_size_and_a_convolution_writes_the_logits():
+    shape = (28, 28, 1)
+    config = ModelConfig(architecture="resnet", latent_dim=5, conv_filters=(4, 8), residual_blocks=2,
+                         full_resolution_filters=6, image_shape=shape)
+    latents = tf_keras.Input((5,))
+    model = tf_keras.Model(latents, network.decoder_logits(latents, config))
+    assert model(np.zeros((3, 5), np.float32)).shape == (3, np.prod(shape))
+    blocks = [layer for layer in model.layers if isinstance(layer, network.ResidualBlock)]
+    assert [block.filters for block in blocks] == [8, 8, 4, 4, 6, 6]
+    assert blocks[-1].output.shape[1:] == (28, 28, 6)
+    last = [layer for layer in model.layers if isinstance(layer, tf_keras.layers.Conv2D)][-1]
+    assert type(last) is tf_keras.layers.Conv2D and last.output.shape[1:] == shape
+    without = tf_keras.Model(latents, network.decoder_logits(latents, ModelConfig(
+        architecture="resnet", latent_dim=5, conv_filters=(4, 8), residual_blocks=2, image_shape=shape)))
+    assert model.count_params() > without.count_params()

@@ -30,6 +30,8 @@ FLAGS = {
     "--gated": ("model", "gated", bool, "MLP: gated linear units instead of ReLU layers"),
     "--conv-filters": ("model", "conv_filters", _int_list, "conv/resnet filters per stride-2 layer, e.g. 32,64"),
     "--residual-blocks": ("model", "residual_blocks", int, "resnet: residual blocks per resolution"),
+    "--full-resolution-filters": ("model", "full_resolution_filters", int,
+                                  "resnet: filters of a decoder stage at full image resolution (0: none)"),
     "--likelihood": ("model", "likelihood", str, f"one of {', '.join(LIKELIHOODS)}"),
     "--autoregressive-units": ("model", "autoregressive_units", _int_list,
                                "MADE hidden units, e.g. 500: an autoregressive Bernoulli decoder"),

@@ -71,6 +71,11 @@ class ModelConfig:
     conv_filters: Tuple[int, ...] = (32, 64)
     # resnet only: residual blocks (two 3x3 convolutions and a skip) after each stride-2 layer.
     residual_blocks: int = 1
+    # resnet only: filters of a decoder stage at full resolution (the last transposed convolution
+    # goes up to H x W with these filters, then residual_blocks blocks and a 3x3 convolution to the
+    # logits). 0 writes the logits from the last transposed convolution: the cheapest decoder, and
+    # the decoder runs once per importance sample. The published ConvHVAE decoders work at 28x28.
+    full_resolution_filters: int = 0
     likelihood: str = "bernoulli"
     # Hidden units of a MADE (tfp AutoregressiveNetwork, conditioned on z) that makes the Bernoulli
     # decoder autoregressive over pixels: p(x|z) = prod_i p(x_i | x_<i, z). () keeps the pixels
@@ -98,6 +103,14 @@ class ModelConfig:
         _choice("prior", self.prior, PRIORS)
         _positive_int("latent_dim", self.latent_dim)
         _positive_int("residual_blocks", self.residual_blocks)
+        if isinstance(self.full_resolution_filters, bool) or not isinstance(self.full_resolution_filters, int) or (
+                self.full_resolution_filters < 0):
+            raise ValueError(f"full_resolution_filters must be an integer >= 0 (0: no full-resolution decoder "
+                             f"stage), got {self.full_resolution_filters!r}.")
+        if self.full_resolution_filters and self.architecture != "resnet":
+            raise ValueError(f"full_resolution_filters (--full-resolution-filters) applies to architecture "
+                             f"'resnet' only; architecture is {self.architecture!r}. Set it to 0 or use "
+                             "--architecture resnet.")
         _positive_int("prior_components", self.prior_components)
         _positive_int("kl_samples", self.kl_samples)
         _positive_int("conditional_units", self.conditional_units)

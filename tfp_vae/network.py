@@ -9,6 +9,8 @@ Three architectures (`ModelConfig.architecture`):
   convolutions and a skip). The decoder runs the blocks at 7x7 and 14x14 for 28x28 images and its
   last transposed convolution writes the logits directly, so a decoder pass stays cheap: the
   decoder runs once per importance sample when log p(x) is estimated (5,000 per test image).
+  `full_resolution_filters` adds a stage at 28x28 (blocks, then a 3x3 convolution to the logits),
+  as the published ConvHVAE decoders have, at several times the cost of a decoder pass.
 
 `dtype` is the layers' dtype policy (None: float32; mixed precision passes "mixed_float16").
 """
@@ -105,13 +107,20 @@ def decoder_logits(latents: tf.Tensor, config: ModelConfig, dtype=None) -> tf.Te
         hidden = tf_keras.layers.Conv2D(channels, 3, padding="same", dtype=dtype)(hidden)
     else:
         # Each resolution: residual blocks, then a stride-2 transposed convolution up to the next
-        # one's filters; the last goes straight to the logits (no full-resolution layer).
+        # one's filters. Without a full-resolution stage the last goes straight to the logits.
+        full = config.full_resolution_filters
         for index, count in enumerate(filters):
             for _ in range(config.residual_blocks):
                 hidden = ResidualBlock(count, dtype=dtype)(hidden)
             last = index == len(filters) - 1
             hidden = tf_keras.layers.ReLU(dtype=dtype)(hidden)
+            out = (full or channels) if last else filters[index + 1]
             hidden = tf_keras.layers.Conv2DTranspose(
-                channels if last else filters[index + 1], 3, strides=2, padding="same",
-                activation=None if last else "relu", dtype=dtype)(hidden)
+                out, 3, strides=2, padding="same", activation=None if last and not full else "relu",
+                dtype=dtype)(hidden)
+        if full:
+            for _ in range(config.residual_blocks):
+                hidden = ResidualBlock(full, dtype=dtype)(hidden)
+            hidden = tf_keras.layers.ReLU(dtype=dtype)(hidden)
+            hidden = tf_keras.layers.Conv2D(channels, 3, padding="same", dtype=dtype)(hidden)
     return tf_keras.layers.Flatten(name="logits", dtype=dtype)(hidden)

@@ -32,7 +32,6 @@ gives back the best trial's score exactly.
 """
 from tfp_vae import _env  # noqa: F401  (must precede tensorflow and keras_tuner)
 
-import contextlib
 import copy
 import dataclasses
 import glob
@@ -41,21 +40,21 @@ import math
 import os
 import shutil
 import time
-from typing import Dict, Optional, Tuple
+from typing import Optional, Tuple
 
 import keras_tuner
 import numpy as np
-import tensorflow as tf
 import tf_keras
 
 from tfp_vae import data as data_lib
-from tfp_vae import training
-from tfp_vae.averaging import averaged_weights
+from tfp_vae import scoring, training, tuner_state
 from tfp_vae.callbacks import StopOnNaN, TrainingDivergedError
 from tfp_vae.config import Config, load_config, save_config
 # The search space lives in hypermodel.py; its names stay importable from here.
 from tfp_vae.hypermodel import HP_NAMES, SEARCHABLE, VAEHyperModel, default_ranges
 from tfp_vae.model import VAE
+# score and its seed live in scoring.py; their names stay importable from here.
+from tfp_vae.scoring import SCORE_SEED, score
 
 __all__ = [
     "BayesianOptimization", "DEFAULT_OBJECTIVE", "Hyperband", "HP_NAMES", "RandomSearch",
@@ -64,8 +63,6 @@ __all__ = [
 ]
 
 DEFAULT_OBJECTIVE = keras_tuner.Objective("val_elbo", direction="max")
-# Seed of the per-epoch validation scoring: fixed, so a score can be recomputed from the weights.
-SCORE_SEED = 20240
 # Metrics that are better when larger; everything else VAE logs (loss, kl) is better smaller.
 _MAXIMIZED = ("elbo", "reconstruction")
 # Written into the project folder: a restart must search the same space with the same tuner.
@@ -87,127 +84,6 @@ def _is_distributed_worker() -> bool:
             and "chief" not in os.environ.get("KERASTUNER_TUNER_ID", ""))
 
 
-def score(model: VAE, dataset, seed: int = SCORE_SEED) -> Dict[str, float]:
-    """The VAE's metrics on `dataset` with a fixed draw of z ~ q(z|x): the same weights, data and
-    seed give the same numbers, in any process. The global random seed is left as it was."""
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be an integer >= 0, got {seed!r}.")
-    test_step = model.test_step
-
-    def seeded_test_step(data):
-        # Runs while the test function is traced, where tf.random.set_seed seeds that graph only.
-        # The eager tf.random.set_seed (what tf_keras.utils.set_random_seed calls) would clear
-        # TensorFlow's kernel caches, and with them the state of the training function's random
-        # ops: every epoch scored that way would replay the first epoch's sampling noise.
-        tf.random.set_seed(int(seed))
-        return test_step(data)
-
-    # A fresh trace and fresh kernels: the graph's random streams start at the same place.
-    model.test_step = seeded_test_step
-    model.test_function = None
-    try:
-        results = model.evaluate(dataset, return_dict=True, verbose=0)
-    finally:
-        del model.test_step  # the class's test_step again
-        model.test_function = None  # later evaluations do not inherit the fixed seed
-    return {name: float(value) for name, value in results.items()}
-
-
-class _ScoreAndKeepBest(tf_keras.callbacks.Callback):
-    """Each epoch: scores the validation data (seeded), adds val_* to the logs, and writes the
-    weights of the best epoch so far to the trial folder, atomically."""
-
-    def __init__(self, objective, validation, trial_dir, verbose):
-        super().__init__()
-        self.objective = objective
-        self.validation = validation
-        self.trial_dir = trial_dir
-        self.verbose = verbose
-        self.best = None
-        self.best_epoch = None
-        self.best_logs = None
-        self.best_optimizer_steps = None
-        self.history = []
-
-    def _better(self, value):
-        if value is None or not math.isfinite(value):
-            return False
-        if self.best is None:
-            return True
-        return value > self.best if self.objective.direction == "max" else value < self.best
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs = logs if logs is not None else {}
-        # With ema_momentum the moving average is scored and saved (the weights training ships);
-        # a Hyperband round that continues this trial starts from it.
-        with averaged_weights(self.model):
-            self._score_and_keep(epoch, logs)
-
-    def _score_and_keep(self, epoch, logs):
-        if self.validation is not None:
-            logs.update({f"val_{name}": value for name, value in score(self.model, self.validation).items()})
-        logs_now = {name: float(value) for name, value in logs.items()}
-        if self.objective.name not in logs_now:
-            raise ValueError(f"objective {self.objective.name!r} is not among this epoch's metrics "
-                             f"{sorted(logs_now)}.")
-        value = logs_now[self.objective.name]
-        self.history.append({"epoch": epoch + 1, **logs_now})
-        if self.verbose:
-            shown = ", ".join(f"{name} {logs_now[name]:.3f}" for name in sorted(logs_now) if name.startswith("val_"))
-            print(f"  epoch {epoch + 1}: {shown or 'no validation data'}", flush=True)
-        if self._better(value):
-            self.best, self.best_epoch, self.best_logs = value, epoch, logs_now
-            self.best_optimizer_steps = int(self.model.optimizer.iterations.numpy())
-            training.save_weights(self.model, self.trial_dir)
-
-
-def _save_json_atomically(path, obj):
-    """keras_tuner's utils.save_json, written beside the file and renamed into place.
-
-    keras-tuner rewrites oracle.json, trial.json and tuner0.json in place: a kill during a write
-    left an empty file, and the restart stopped on it with "Expecting value: line 1 column 1"
-    (a killed search's resume test hit it on a loaded machine). tf.io.gfile, as keras-tuner uses,
-    so remote directories still work (where a rename is a copy, not atomic)."""
-    text = json.dumps(obj)
-    temporary = f"{path}.tmp-{os.getpid()}"
-    with tf.io.gfile.GFile(temporary, "w") as handle:
-        handle.write(text)
-    tf.io.gfile.rename(temporary, path, overwrite=True)
-    return text
-
-
-def _atomic_keras_tuner_state() -> None:
-    """Routes keras-tuner's state writes through _save_json_atomically, process-wide: every
-    keras-tuner state file goes through that one function (Stateful.save, the build configs)."""
-    from keras_tuner.src import utils as keras_tuner_utils  # keras-tuner==1.4.8 (setup.py)
-    keras_tuner_utils.save_json = _save_json_atomically
-
-
-def _parses(path: str) -> bool:
-    try:
-        with open(path) as handle:
-            json.load(handle)
-        return True
-    except ValueError:
-        return False
-
-
-@contextlib.contextmanager
-def _named_state_errors(kwargs: dict):
-    """keras-tuner's reload stops on an unreadable state file with a bare JSON error: name the file."""
-    try:
-        yield
-    except json.JSONDecodeError as error:
-        project = os.path.join(kwargs.get("directory") or ".", kwargs.get("project_name") or "untitled_project")
-        files = glob.glob(os.path.join(project, "*.json")) + glob.glob(os.path.join(project, "trial_*", "trial.json"))
-        broken = [path for path in sorted(files) if not _parses(path)]
-        raise ValueError(
-            f"the keras-tuner project {project} cannot be resumed: {', '.join(broken) or 'a state file'} is not "
-            f"valid JSON ({error}). A search killed while keras-tuner wrote it in place (before tfp_vae made those "
-            "writes atomic, 2026-11-30) leaves one: put back a copy of the file, or start over with "
-            "overwrite=True (--overwrite).") from error
-
-
 class VAETunerMixin:
     """Makes a keras-tuner tuner run tfp_vae VAEs (tf_keras): put it first among the bases.
 
@@ -221,7 +97,7 @@ class VAETunerMixin:
     def _setup_vae_tuner(self, hypermodel, kwargs):
         if not isinstance(hypermodel, VAEHyperModel):
             raise TypeError(f"hypermodel must be a tfp_vae.tuning.VAEHyperModel, got {type(hypermodel).__name__}.")
-        _atomic_keras_tuner_state()  # before keras-tuner's __init__, which may write
+        tuner_state.make_state_writes_atomic()  # before keras-tuner's __init__, which may write
         for name in ("optimizer", "loss", "metrics"):
             if kwargs.get(name) is not None:
                 raise ValueError(f"{name}= is not supported: the VAE compiles itself from each trial's Config.")
@@ -356,7 +232,7 @@ class VAETunerMixin:
             prefix = os.path.join(self.get_trial_dir(resumed_from), training.WEIGHTS, training.CHECKPOINT_PREFIX)
             model.load_weights(prefix)
 
-        keeper = _ScoreAndKeepBest(self.oracle.objective, validation, trial_dir, verbose)
+        keeper = scoring.ScoreAndKeepBest(self.oracle.objective, validation, trial_dir, verbose)
         all_callbacks = [keeper, StopOnNaN()] + self._copy_callbacks(callbacks, trial)
         try:
             model.fit(train, epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=fit_steps,
@@ -473,7 +349,7 @@ class RandomSearch(VAETunerMixin, keras_tuner.RandomSearch):
 
     def __init__(self, hypermodel: VAEHyperModel, objective=None, max_trials: int = 10, **kwargs):
         kwargs = self._setup_vae_tuner(hypermodel, kwargs)
-        with _named_state_errors(kwargs):
+        with tuner_state.named_state_errors(kwargs):
             super().__init__(hypermodel=hypermodel, objective=objective or DEFAULT_OBJECTIVE,
                              max_trials=max_trials, **kwargs)
         self._after_init()
@@ -485,7 +361,7 @@ class BayesianOptimization(VAETunerMixin, keras_tuner.BayesianOptimization):
 
     def __init__(self, hypermodel: VAEHyperModel, objective=None, max_trials: int = 10, **kwargs):
         kwargs = self._setup_vae_tuner(hypermodel, kwargs)
-        with _named_state_errors(kwargs):
+        with tuner_state.named_state_errors(kwargs):
             super().__init__(hypermodel=hypermodel, objective=objective or DEFAULT_OBJECTIVE,
                              max_trials=max_trials, **kwargs)
         self._after_init()
@@ -502,7 +378,7 @@ class Hyperband(VAETunerMixin, keras_tuner.Hyperband):
     def __init__(self, hypermodel: VAEHyperModel, objective=None, max_epochs: Optional[int] = None,
                  factor: int = 3, max_trials: Optional[int] = None, **kwargs):
         kwargs = self._setup_vae_tuner(hypermodel, kwargs)
-        with _named_state_errors(kwargs):
+        with tuner_state.named_state_errors(kwargs):
             super().__init__(hypermodel=hypermodel, objective=objective or DEFAULT_OBJECTIVE,
                              max_epochs=max_epochs or hypermodel.base_config.training.epochs,
                              factor=factor, **kwargs)

@@ -18,7 +18,7 @@ import tensorflow as tf
 
 import tfp_vae
 from tfp_vae import data as data_lib
-from tfp_vae import tuning
+from tfp_vae import scoring, tuning
 from tfp_vae.averaging import uses_weight_averaging
 from tfp_vae.config import load_config, save_config
 
@@ -364,13 +364,13 @@ def test_chief_and_two_workers_share_the_search(tmp_path):
 
 def test_with_weight_averaging_a_trial_scores_and_keeps_the_average(tmp_path, monkeypatch):
     swaps = []
-    real = tuning.averaged_weights
+    real = scoring.averaged_weights
 
     def recording(model):  # tests/test_averaging.py checks what the swap does; this, that it is used
         swaps.append(uses_weight_averaging(model))
         return real(model)
 
-    monkeypatch.setattr(tuning, "averaged_weights", recording)
+    monkeypatch.setattr(scoring, "averaged_weights", recording)
     config = BASE.replace(training={"ema_momentum": 0.9, "epochs": 2})
     tuner = tuning.RandomSearch(tiny_hypermodel(config), max_trials=1, directory=str(tmp_path), project_name="ema")
     tuner.search(verbose=0)

@@ -46,6 +46,11 @@ def _positive_int(name: str, value) -> None:
         raise ValueError(f"{name} must be a positive integer, got {value!r}.")
 
 
+def _non_negative_int(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be an integer >= 0, got {value!r}.")
+
+
 def _non_negative(name: str, value) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}.")
@@ -103,10 +108,7 @@ class ModelConfig:
         _choice("prior", self.prior, PRIORS)
         _positive_int("latent_dim", self.latent_dim)
         _positive_int("residual_blocks", self.residual_blocks)
-        if isinstance(self.full_resolution_filters, bool) or not isinstance(self.full_resolution_filters, int) or (
-                self.full_resolution_filters < 0):
-            raise ValueError(f"full_resolution_filters must be an integer >= 0 (0: no full-resolution decoder "
-                             f"stage), got {self.full_resolution_filters!r}.")
+        _non_negative_int("full_resolution_filters", self.full_resolution_filters)
         if self.full_resolution_filters and self.architecture != "resnet":
             raise ValueError(f"full_resolution_filters (--full-resolution-filters) applies to architecture "
                              f"'resnet' only; architecture is {self.architecture!r}. Set it to 0 or use "
@@ -178,9 +180,7 @@ class DataConfig:
         if not isinstance(self.dataset, str) or not self.dataset:
             raise ValueError(f"dataset must be a TFDS name such as 'fashion_mnist', got {self.dataset!r}.")
         _choice("binarization", self.binarization, BINARIZATIONS)
-        if isinstance(self.validation_examples, bool) or not isinstance(self.validation_examples, int) \
-                or self.validation_examples < 0:
-            raise ValueError(f"validation_examples must be an integer >= 0, got {self.validation_examples!r}.")
+        _non_negative_int("validation_examples", self.validation_examples)
         if self.train_examples is not None:
             _positive_int("train_examples", self.train_examples)
         _positive_int("shuffle_buffer", self.shuffle_buffer)
@@ -241,9 +241,7 @@ class TrainingConfig:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2 ** 31:
             raise ValueError(f"seed must be an integer in [0, 2**31), got {self.seed!r}.")
         _choice("strategy", self.strategy, STRATEGIES)
-        if isinstance(self.num_cpu_devices, bool) or not isinstance(self.num_cpu_devices, int) \
-                or self.num_cpu_devices < 0:
-            raise ValueError(f"num_cpu_devices must be an integer >= 0, got {self.num_cpu_devices!r}.")
+        _non_negative_int("num_cpu_devices", self.num_cpu_devices)
         _choice("learning_rate_schedule", self.learning_rate_schedule, LEARNING_RATE_SCHEDULES)
         for name in ("mixed_precision", "jit_compile", "keep_best"):
             if not isinstance(getattr(self, name), bool):

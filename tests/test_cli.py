@@ -54,6 +54,8 @@ def test_no_flags_keep_every_value_of_the_file_and_bool_pairs_set_both_ways(tmp_
     config = cli.config_from_flags(parser().parse_args(["--config", str(base), "--no-gated", "--mixed-precision"]))
     assert config.model.gated is False and config.training.mixed_precision is True
     assert config.training.keep_best is True
+    config = cli.config_from_flags(parser().parse_args(["--mixed-precision", "--mixed-precision-dtype", "bfloat16"]))
+    assert config.training.mixed_precision and config.training.mixed_precision_dtype == "bfloat16"
 
 
 def test_flags_with_bad_values_raise():

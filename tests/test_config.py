@@ -45,6 +45,9 @@ def test_json_round_trip(tmp_path):
     (lambda: TrainingConfig(ema_momentum=1.0), r"ema_momentum must be a number in \[0, 1\)"),
     (lambda: TrainingConfig(ema_momentum=-0.1), "ema_momentum"),
     (lambda: TrainingConfig(ema_momentum=True), "ema_momentum"),
+    (lambda: TrainingConfig(mixed_precision=True, mixed_precision_dtype="float8"),
+     "mixed_precision_dtype must be one of float16, bfloat16"),
+    (lambda: TrainingConfig(mixed_precision_dtype="bfloat16"), "applies only with mixed_precision: add --mixed-precision"),
     (lambda: Config(data=DataConfig(binarization="none")), "bernoulli"),
     (lambda: Config(model=ModelConfig(likelihood="continuous_bernoulli")), "binarization to 'none'"),
 ])

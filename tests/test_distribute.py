@@ -190,6 +190,10 @@ def test_resuming_may_change_the_strategy_but_not_the_precision(tmp_path):
                                                       "epochs": 3}), workdir)
     with pytest.raises(ValueError, match="training.mixed_precision"):
         training.check_resumable(base.replace(training={"mixed_precision": True}), workdir)
+    mixed = base.replace(training={"mixed_precision": True})
+    tfp_vae.save_config(mixed, os.path.join(workdir, "config.json"))
+    with pytest.raises(ValueError, match="changed: training.mixed_precision_dtype"):
+        training.check_resumable(mixed.replace(training={"mixed_precision_dtype": "bfloat16"}), workdir)
 
 
 def test_an_empty_replica_batch_gives_zero_terms_not_nan():
@@ -205,12 +209,14 @@ def test_an_empty_replica_batch_gives_zero_terms_not_nan():
 # ---------------------------------------------------------------- mixed precision
 
 
-@pytest.mark.parametrize("autoregressive_units", [(), (32,)], ids=["factorised", "autoregressive_decoder"])
-def test_mixed_precision_trains_on_cpu_and_loads_as_float32(tmp_path, autoregressive_units):
+@pytest.mark.parametrize("autoregressive_units,dtype", [((), "float16"), ((32,), "float16"), ((), "bfloat16")],
+                         ids=["factorised", "autoregressive_decoder", "bfloat16"])
+def test_mixed_precision_trains_on_cpu_and_loads_as_float32(tmp_path, autoregressive_units, dtype):
     config = tfp_vae.Config().replace(
         model={"latent_dim": 4, "hidden_units": (32,), "autoregressive_units": autoregressive_units},
         data={"train_examples": 512, "validation_examples": 256},
-        training={"epochs": 2, "batch_size": 64, "mixed_precision": True, "steps_per_execution": 4})
+        training={"epochs": 2, "batch_size": 64, "mixed_precision": True, "mixed_precision_dtype": dtype,
+                  "steps_per_execution": 4})
     metrics = training.train(config, str(tmp_path), verbose=0)
     for split in ("train", "validation", "test"):
         assert all(np.isfinite(value) for value in metrics[split].values()), metrics[split]

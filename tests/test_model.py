@@ -53,17 +53,19 @@ def test_fit_minimises_mean_negative_log_likelihood_plus_beta_kl(beta, architect
     np.testing.assert_allclose(logs["elbo"], np.mean(log_likelihood - kl), rtol=1e-4)
 
 
-@pytest.mark.parametrize("architecture,full_resolution_filters", [
-    ("mlp", 0), ("conv", 0), ("resnet", 0), ("resnet", 4)])
-def test_mixed_precision_keeps_the_float32_loss_identity(architecture, full_resolution_filters):
-    # float16 body, float32 variables; the distributions, the KL and the loss stay float32.
+@pytest.mark.parametrize("architecture,full_resolution_filters,dtype", [
+    ("mlp", 0, "float16"), ("conv", 0, "float16"), ("resnet", 0, "float16"), ("resnet", 4, "float16"),
+    ("mlp", 0, "bfloat16"), ("resnet", 0, "bfloat16")])
+def test_mixed_precision_keeps_the_float32_loss_identity(architecture, full_resolution_filters, dtype):
+    # float16/bfloat16 body, float32 variables; the distributions, the KL and the loss stay float32.
     tf_keras.utils.set_random_seed(5)
     model = VAE(tiny_config(architecture=architecture, full_resolution_filters=full_resolution_filters),
-                mixed_precision=True)
+                mixed_precision=True, mixed_precision_dtype=dtype)
     model.compile(tf_keras.optimizers.SGD(0.0), beta=1.5, run_eagerly=True)
-    assert isinstance(model.optimizer, tf_keras.mixed_precision.LossScaleOptimizer)
+    # Loss scaling for float16 only: bfloat16 has float32's exponent range.
+    assert isinstance(model.optimizer, tf_keras.mixed_precision.LossScaleOptimizer) == (dtype == "float16")
     body = [layer for layer in model.encoder.layers + model.decoder.layers if layer.weights]
-    assert {layer.compute_dtype for layer in body} == {"float16"}
+    assert {layer.compute_dtype for layer in body} == {dtype}
     assert {variable.dtype for variable in model.trainable_variables} == {tf.float32}
     x = binary_images(16)
     logs, z = one_training_step(model, x)
@@ -73,6 +75,11 @@ def test_mixed_precision_keeps_the_float32_loss_identity(architecture, full_reso
     np.testing.assert_allclose(logs["loss"], np.mean(-log_likelihood + 1.5 * kl), rtol=1e-4)
     np.testing.assert_allclose(logs["kl"], np.mean(kl), rtol=1e-4)
     np.testing.assert_allclose(logs["reconstruction"], np.mean(log_likelihood), rtol=1e-4)
+
+
+def test_an_unknown_mixed_precision_dtype_is_refused():
+    with pytest.raises(ValueError, match="mixed_precision_dtype must be one of float16, bfloat16; got 'half'"):
+        VAE(tiny_config(), mixed_precision=True, mixed_precision_dtype="half")
 
 
 def test_kl_layer_adds_the_batch_sum_which_the_model_rescales():

@@ -2,8 +2,8 @@
 import argparse
 import dataclasses
 
-from tfp_vae.config import (ARCHITECTURES, BINARIZATIONS, LEARNING_RATE_SCHEDULES, LIKELIHOODS, PRIORS,
-                            STRATEGIES, Config, load_config)
+from tfp_vae.config import (ARCHITECTURES, BINARIZATIONS, LEARNING_RATE_SCHEDULES, LIKELIHOODS, MIXED_PRECISION_DTYPES,
+                            PRIORS, STRATEGIES, Config, load_config)
 
 __all__ = ["add_config_flags", "config_from_flags"]
 
@@ -58,7 +58,11 @@ FLAGS = {
     "--strategy": ("training", "strategy", str, f"one of {', '.join(STRATEGIES)}: one device; all local GPUs "
                    "(or --num-cpu-devices logical CPUs); several workers from TF_CONFIG (README, section 'Several machines')"),
     "--num-cpu-devices": ("training", "num_cpu_devices", int, "with --strategy mirrored: split the CPU into N logical devices (testing)"),
-    "--mixed-precision": ("training", "mixed_precision", bool, "float16 network body; distributions, loss and variables float32"),
+    "--mixed-precision": ("training", "mixed_precision", bool, "a float16 (or --mixed-precision-dtype) network body; "
+                          "distributions, loss and variables float32"),
+    "--mixed-precision-dtype": ("training", "mixed_precision_dtype", str,
+                                f"one of {', '.join(MIXED_PRECISION_DTYPES)}: float16 for GPUs, bfloat16 for CPUs "
+                                "with AMX / AVX512_BF16 and TPUs"),
     "--jit-compile": ("training", "jit_compile", bool, "XLA-compile the training step (--strategy default only)"),
 }
 

@@ -16,6 +16,7 @@ __all__ = [
     "BINARIZATIONS",
     "LEARNING_RATE_SCHEDULES",
     "LIKELIHOODS",
+    "MIXED_PRECISION_DTYPES",
     "PRIORS",
     "STRATEGIES",
     "check_free_bits",
@@ -39,6 +40,9 @@ LIKELIHOODS = ("bernoulli", "continuous_bernoulli")
 BINARIZATIONS = ("none", "static", "dynamic")
 # tf.distribute strategies (tfp_vae.distribute): one device, local replicas, several workers.
 STRATEGIES = ("default", "mirrored", "multi_worker")
+# The network body's compute dtype under mixed precision: float16 for GPUs (with loss scaling),
+# bfloat16 for CPUs with AMX or AVX512_BF16 units and TPUs (float32's exponent range: no loss scaling).
+MIXED_PRECISION_DTYPES = ("float16", "bfloat16")
 
 
 def _positive_int(name: str, value) -> None:
@@ -210,8 +214,10 @@ class TrainingConfig:
     strategy: str = "default"
     # mirrored only: split the CPU into this many logical devices (testing without GPUs); 0: don't.
     num_cpu_devices: int = 0
-    # float16 network body, float32 variables, distributions and loss; loss scaling on.
+    # A float16 or bfloat16 network body (mixed_precision_dtype), float32 variables, distributions
+    # and loss; float16 turns loss scaling on.
     mixed_precision: bool = False
+    mixed_precision_dtype: str = "float16"
     # XLA-compile the training step (strategy "default" only: fails under tf.distribute here).
     jit_compile: bool = False
     # Early-stopping style selection: the final weights are those of the epoch with the best
@@ -246,6 +252,12 @@ class TrainingConfig:
         for name in ("mixed_precision", "jit_compile", "keep_best"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}.")
+        _choice("mixed_precision_dtype", self.mixed_precision_dtype, MIXED_PRECISION_DTYPES)
+        if self.mixed_precision_dtype != "float16" and not self.mixed_precision:
+            # Refused rather than ignored: the run would silently compute in float32.
+            raise ValueError(
+                f"mixed_precision_dtype {self.mixed_precision_dtype!r} (--mixed-precision-dtype) applies "
+                "only with mixed_precision: add --mixed-precision, or drop --mixed-precision-dtype.")
         if self.num_cpu_devices and self.strategy != "mirrored":
             raise ValueError(
                 f"num_cpu_devices (--num-cpu-devices) needs strategy 'mirrored' (--strategy mirrored); "

@@ -13,12 +13,15 @@ The prior p(z) is `ModelConfig.prior` (tfp_vae.prior): N(0, I) with the exact KL
 mixture / VampPrior with a Monte-Carlo KL on the same per-example scale; `model.prior` is the
 distribution with the current weights, `model.prior_network` the layer holding them.
 
-Mixed precision (`VAE(config, mixed_precision=True)`): the network body computes in float16
-(variables stay float32); the posterior parameters and the likelihood logits are cast to float32
-before the tfp layers, so the distributions, the KL and the loss are float32 (tfp layers fail
-under a float16 policy, TFP issue 1315).
+Mixed precision (`VAE(config, mixed_precision=True)`): the network body computes in float16, or
+in bfloat16 with `mixed_precision_dtype="bfloat16"` (variables stay float32); the posterior
+parameters and the likelihood logits are cast to float32 before the tfp layers, so the
+distributions, the KL and the loss are float32 (tfp layers fail under a float16 policy, TFP issue
+1315).
 """
 from tfp_vae import _env  # noqa: F401  (must precede tensorflow)
+
+from typing import Union
 
 import numpy as np
 import tensorflow as tf
@@ -27,7 +30,7 @@ import tf_keras
 
 from tfp_vae import autoregressive, hierarchy, network
 from tfp_vae import prior as prior_lib
-from tfp_vae.config import ModelConfig, check_free_bits
+from tfp_vae.config import MIXED_PRECISION_DTYPES, ModelConfig, check_free_bits
 from tfp_vae.prior import standard_normal_prior
 
 __all__ = ["VAE", "build_decoder", "build_encoder", "build_posterior_network", "standard_normal_prior"]
@@ -38,9 +41,18 @@ tfpl = tfp.layers
 MIXED_POLICY = "mixed_float16"
 
 
-def _body_dtype(mixed_precision: bool):
-    """dtype policy of the network body layers: None keeps the global policy (float32)."""
-    return tf_keras.mixed_precision.Policy(MIXED_POLICY) if mixed_precision else None
+def _body_dtype(mixed_precision: Union[bool, str]):
+    """dtype policy of the network body layers: None keeps the global policy (float32).
+
+    `mixed_precision`: False, True (float16) or a compute dtype of MIXED_PRECISION_DTYPES."""
+    if mixed_precision is False or mixed_precision is None:
+        return None
+    if mixed_precision is True:
+        return tf_keras.mixed_precision.Policy(MIXED_POLICY)
+    if mixed_precision not in MIXED_PRECISION_DTYPES:
+        raise ValueError(f"mixed_precision must be True, False or one of {', '.join(MIXED_PRECISION_DTYPES)}; "
+                         f"got {mixed_precision!r}.")
+    return tf_keras.mixed_precision.Policy(f"mixed_{mixed_precision}")
 
 
 def _to_float32(name: str):
@@ -61,7 +73,7 @@ def _likelihood(logits: tf.Tensor, config: ModelConfig) -> tfd.Distribution:
     return tfd.Independent(pixels, reinterpreted_batch_ndims=3, name="likelihood")
 
 
-def build_posterior_network(config: ModelConfig, mixed_precision: bool = False) -> tf_keras.Model:
+def build_posterior_network(config: ModelConfig, mixed_precision: Union[bool, str] = False) -> tf_keras.Model:
     """Image -> the posterior's parameters [B, 2 * latent_dim] (float32): loc, raw scale.
 
     For a two-level model (`top_latent_dim`), the parameters of q(z_top|x) [B, 2 * top_latent_dim]:
@@ -75,14 +87,14 @@ def build_posterior_network(config: ModelConfig, mixed_precision: bool = False) 
     return tf_keras.Model(images, params, name="posterior_network")
 
 
-def build_encoder(config: ModelConfig, mixed_precision: bool = False, prior=None) -> tf_keras.Model:
+def build_encoder(config: ModelConfig, mixed_precision: Union[bool, str] = False, prior=None) -> tf_keras.Model:
     """Image -> posterior q(z|x), a MultivariateNormalDiag; adds the KL to the prior as a loss.
 
     `prior` is a `tfp_vae.prior` layer (default: `build_prior(config)`); a VampPrior is connected
     to this encoder's network. The KL layer adds the batch SUM of the KL (exact for N(0, I),
     Monte Carlo otherwise); `VAE` divides by the batch size so the KL sits on the same
-    per-example scale as the reconstruction term. With `mixed_precision` the body computes in
-    float16 and the posterior is float32.
+    per-example scale as the reconstruction term. With `mixed_precision` (True: float16, or
+    "bfloat16") the body computes in that dtype and the posterior is float32.
     """
     latent_dim = config.latent_dim
     prior = prior_lib.build_prior(config) if prior is None else prior
@@ -104,10 +116,11 @@ def build_encoder(config: ModelConfig, mixed_precision: bool = False, prior=None
     return tf_keras.Model(images, posterior, name="encoder")
 
 
-def build_decoder(config: ModelConfig, mixed_precision: bool = False) -> tf_keras.Model:
+def build_decoder(config: ModelConfig, mixed_precision: Union[bool, str] = False) -> tf_keras.Model:
     """Latent z -> likelihood p(x|z), independent per pixel; its tensor value is the mean.
 
-    With `mixed_precision` the body computes in float16 and the likelihood is float32.
+    With `mixed_precision` (True: float16, or "bfloat16") the body computes in that dtype and the
+    likelihood is float32.
     """
     latents = tf_keras.Input(shape=(config.latent_dim,), name="z")
     logits = network.decoder_logits(latents, config, _body_dtype(mixed_precision))
@@ -138,13 +151,19 @@ class VAE(tf_keras.Model):
 
     metric_names = ("loss", "elbo", "reconstruction", "kl")
 
-    def __init__(self, config: ModelConfig, name: str = "vae", *, mixed_precision: bool = False, **kwargs):
+    def __init__(self, config: ModelConfig, name: str = "vae", *, mixed_precision: bool = False,
+                 mixed_precision_dtype: str = "float16", **kwargs):
         super().__init__(name=name, **kwargs)
+        if mixed_precision_dtype not in MIXED_PRECISION_DTYPES:
+            raise ValueError(f"mixed_precision_dtype must be one of {', '.join(MIXED_PRECISION_DTYPES)}; "
+                             f"got {mixed_precision_dtype!r}.")
         self.config = config
         self.mixed_precision = bool(mixed_precision)
+        self.mixed_precision_dtype = mixed_precision_dtype
+        body = mixed_precision_dtype if self.mixed_precision else False
         self.prior_network = prior_lib.build_prior(config)
-        self.encoder = build_encoder(config, self.mixed_precision, prior=self.prior_network)
-        self.decoder = build_decoder(config, self.mixed_precision)
+        self.encoder = build_encoder(config, body, prior=self.prior_network)
+        self.decoder = build_decoder(config, body)
         self.beta = 1.0
         self.warmup_steps = 0
         self.free_bits = 0.0
@@ -154,16 +173,17 @@ class VAE(tf_keras.Model):
                 free_bits: float = 0.0, **kwargs):
         """Like `Model.compile`; `beta` weighs the KL, which ramps up from 0 over `warmup_steps`
         optimizer steps, and `free_bits` (nats per latent dimension) leaves that much KL unpenalised.
-        A mixed-precision VAE wraps the optimizer in a LossScaleOptimizer."""
+        A float16 mixed-precision VAE wraps the optimizer in a LossScaleOptimizer."""
         if "loss" in kwargs:
             raise ValueError("VAE defines its own loss (negative ELBO with beta); do not pass loss=.")
         for name, value in (("beta", beta), ("warmup_steps", warmup_steps), ("free_bits", free_bits)):
             if not np.isfinite(value) or value < 0:
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}.")
         check_free_bits(self.config, free_bits)  # a VAE built from a ModelConfig skips Config's check
-        if self.mixed_precision:
+        if self.mixed_precision and self.mixed_precision_dtype == "float16":
             # float16 gradients of the body underflow without loss scaling; the scaling is
-            # undone before the float32 variables are updated.
+            # undone before the float32 variables are updated. bfloat16 has float32's exponent
+            # range and needs none.
             optimizer = tf_keras.optimizers.get(optimizer)
             if not isinstance(optimizer, tf_keras.mixed_precision.LossScaleOptimizer):
                 optimizer = tf_keras.mixed_precision.LossScaleOptimizer(optimizer)

@@ -54,7 +54,8 @@ EPOCH_TIMES = "epoch_times.csv"
 CHECKPOINT_PREFIX = "checkpoint"
 BACKUP = "backup"
 # Training fields that may change when a run is resumed: how it runs, not what it computes.
-# (mixed_precision is not among them: it wraps the optimizer, whose checkpoint then differs.)
+# (mixed_precision and its dtype are not among them: float16 wraps the optimizer, whose checkpoint
+# then differs.)
 RESUMABLE_CHANGES = ("epochs", "strategy", "num_cpu_devices", "steps_per_execution", "jit_compile")
 
 
@@ -72,7 +73,8 @@ def build_model(config: Config, steps_per_epoch: int = 1) -> VAE:
 
     Call it inside `strategy.scope()` to train under tf.distribute."""
     training = config.training
-    model = VAE(config.model, mixed_precision=training.mixed_precision)
+    model = VAE(config.model, mixed_precision=training.mixed_precision,
+                mixed_precision_dtype=training.mixed_precision_dtype)
     learning_rate = training.learning_rate
     if training.learning_rate_schedule == "cosine":
         # Counted in optimizer steps, which BackupAndRestore restores: a resumed run continues
@@ -139,7 +141,8 @@ def load(workdir: str) -> VAE:
             f"no trained weights in {os.path.join(workdir, WEIGHTS)}: training in {workdir} has not "
             "finished; run trainers/train.py with the same --workdir to resume it.")
     # Inference in float32 whatever the training precision: the variables are float32 either way.
-    model = build_model(config.replace(training={"mixed_precision": False, "jit_compile": False}))
+    model = build_model(config.replace(training={"mixed_precision": False, "mixed_precision_dtype": "float16",
+                                                 "jit_compile": False}))
     model.load_weights(prefix).expect_partial()  # the optimizer state is not needed to use it
     return model
 

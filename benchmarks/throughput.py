@@ -2,13 +2,15 @@
 
     python benchmarks/throughput.py                       # both models, the default variants
     python benchmarks/throughput.py --models mlp --steps-per-execution 1,16,64 --jit-compile no,yes
+    python benchmarks/throughput.py --precision float32,bfloat16 --steps-per-execution 1 --jit-compile no
 
 Benchmark models, fixed whatever the package defaults are: MLP 784-512-512-(32) and the conv
 model with filters (32, 64) and 32 latents; batch 128, Bernoulli likelihood, dynamic
 binarization, the real Fashion-MNIST training pipeline (shuffle, per-epoch binarization,
 prefetch), Adam, `model.fit`.
 
-Printed per model and variant (steps_per_execution x jit_compile): the time to the first step
+Printed per model and variant (precision x steps_per_execution x jit_compile; precision float32,
+or a float16 / bfloat16 network body under mixed precision, TrainingConfig.mixed_precision_dtype): the time to the first step
 (fit start to the end of the first train-function call: input pipeline start, tracing, graph
 optimisation, first execution; the pipeline's own start is printed apart, with the rate of the
 input pipeline alone), the steady-state examples/s after the warm-up steps (timed within one
@@ -56,6 +58,8 @@ MATMUL_SIZE = 2048
 # adam: tf_keras.optimizers.Adam, as training uses (about 20 small ops per variable and step);
 # legacy_adam: tf_keras.optimizers.legacy.Adam (one fused ResourceApplyAdam op per variable).
 OPTIMIZERS = ("adam", "legacy_adam")
+# The network body's compute dtype: float32, or mixed precision with that body dtype.
+PRECISIONS = ("float32", "float16", "bfloat16")
 # Full batches in one epoch of the 50,000 training images (60,000 less the 10,000 validation).
 FULL_BATCHES = 50_000 // BATCH_SIZE
 
@@ -157,7 +161,7 @@ def _step_timer():
 
 
 def run_variant(name: str, steps_per_execution: int, jit_compile: bool, optimizer: str, steps: int,
-                warmup: int, datasets_cache: dict) -> dict:
+                warmup: int, datasets_cache: dict, precision: str = "float32") -> dict:
     import tf_keras
     from tfp_vae import data as data_lib
     from tfp_vae import training
@@ -166,13 +170,14 @@ def run_variant(name: str, steps_per_execution: int, jit_compile: bool, optimize
     config = Config().replace(
         model=MODELS[name], data={"binarization": "dynamic"},
         training={"batch_size": BATCH_SIZE, "steps_per_execution": steps_per_execution,
-                  "jit_compile": jit_compile, "seed": 0})
+                  "jit_compile": jit_compile, "seed": 0, "mixed_precision": precision != "float32",
+                  "mixed_precision_dtype": "float16" if precision == "float32" else precision})
     config = config.replace(model={"image_shape": data_lib.image_shape(config.data)})
     tf_keras.backend.clear_session()
     tf_keras.utils.set_random_seed(0)
     model = training.build_model(config)  # what trainers/train.py trains: tf_keras Adam
     if optimizer == "legacy_adam":  # one fused ResourceApplyAdam op per variable
-        model.compile(tf_keras.optimizers.legacy.Adam(config.training.learning_rate),
+        model.compile(tf_keras.optimizers.legacy.Adam(config.training.learning_rate),  # loss-scaled if float16
                       steps_per_execution=steps_per_execution, jit_compile=jit_compile)
     model(np.zeros((2, *config.model.image_shape), np.float32))  # builds the variables
     flops = counted_flops(model)
@@ -194,7 +199,7 @@ def run_variant(name: str, steps_per_execution: int, jit_compile: bool, optimize
     examples_per_second = examples / (end - start)
     return {
         "model": name, "steps_per_execution": steps_per_execution, "jit_compile": jit_compile,
-        "optimizer": optimizer,
+        "optimizer": optimizer, "precision": precision,
         "parameters": int(model.count_params()),
         "forward_flops_per_example": flops["forward"], "train_flops_per_example": flops["train"],
         "time_to_first_step_s": first_end - timer.begin, "timed_steps": end_batch - start_batch,
@@ -207,11 +212,16 @@ def run_variant(name: str, steps_per_execution: int, jit_compile: bool, optimize
 
 def machine() -> dict:
     cpu = platform.processor() or platform.machine()
+    # What decides whether a bfloat16 body can be faster than float32: oneDNN's AMX / AVX512_BF16 kernels.
+    bfloat16_units = "unknown"
     try:
         with open("/proc/cpuinfo") as handle:
             for line in handle:
-                if line.startswith("model name"):
+                if line.startswith("model name") and cpu == (platform.processor() or platform.machine()):
                     cpu = line.split(":", 1)[1].strip()
+                elif line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    bfloat16_units = " ".join(sorted(flags & {"amx_bf16", "avx512_bf16", "avx512_fp16"})) or "none"
                     break
     except OSError:
         pass
@@ -219,13 +229,19 @@ def machine() -> dict:
     import tensorflow_probability as tfp
     import tf_keras
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"cpu": cpu, "cores": cores, "python": platform.python_version(), "tensorflow": tf.__version__,
+    return {"cpu": cpu, "cores": cores, "bfloat16_units": bfloat16_units, "python": platform.python_version(), "tensorflow": tf.__version__,
             "tf_keras": tf_keras.__version__, "tensorflow_probability": tfp.__version__,
             "numpy": np.__version__}
 
 
 def _model_name(text: str) -> str:
     if text not in MODELS:
+        raise ValueError(text)
+    return text
+
+
+def _precision_name(text: str) -> str:
+    if text not in PRECISIONS:
         raise ValueError(text)
     return text
 
@@ -246,6 +262,9 @@ def main(argv=None) -> int:
                         help="comma-separated no/yes values to compare (default no,yes)")
     parser.add_argument("--optimizer", type=comma_list(_optimizer_name), default=["adam"],
                         help=f"comma-separated: {', '.join(OPTIMIZERS)} (default adam, what training uses)")
+    parser.add_argument("--precision", type=comma_list(_precision_name), default=["float32"],
+                        help=f"comma-separated: {', '.join(PRECISIONS)} (the network body's dtype; default float32). "
+                             "bfloat16 is fast on CPUs with AMX or AVX512_BF16, float16 on GPUs only")
     parser.add_argument("--steps", type=int, default=None,
                         help="timed steps per variant, at most one epoch's 390 batches less the warm-up "
                              "(default 340 for mlp, 160 for conv)")
@@ -261,7 +280,7 @@ def main(argv=None) -> int:
     load_before = os.getloadavg()
     roofline_start = numpy_matmul_gflops(args.roofline_repeats)
     info = machine()
-    print(f"machine: {info['cpu']}, {info['cores']} cores; Python {info['python']}, TensorFlow "
+    print(f"machine: {info['cpu']}, {info['cores']} cores (bfloat16/float16 units: {info['bfloat16_units']}); Python {info['python']}, TensorFlow "
           f"{info['tensorflow']}, tf_keras {info['tf_keras']}, TFP {info['tensorflow_probability']}, "
           f"NumPy {info['numpy']}")
     print(f"load average before: {load_before[0]:.2f} (1 min)"
@@ -285,10 +304,10 @@ def main(argv=None) -> int:
         steps = args.steps or (340 if name == "mlp" else 160)
         warmup = args.warmup_steps if args.warmup_steps is not None else (40 if name == "mlp" else 16)
         checked = False
-        variants = [(optimizer, jit, spe) for optimizer in args.optimizer for jit in args.jit_compile
-                    for spe in args.steps_per_execution]
-        for optimizer, jit, spe in variants:
-            result = run_variant(name, spe, jit, optimizer, steps, warmup, datasets_cache)
+        variants = [(precision, optimizer, jit, spe) for precision in args.precision for optimizer in args.optimizer
+                    for jit in args.jit_compile for spe in args.steps_per_execution]
+        for precision, optimizer, jit, spe in variants:
+            result = run_variant(name, spe, jit, optimizer, steps, warmup, datasets_cache, precision)
             model, image_shape = result.pop("_model"), result.pop("_image_shape")
             if not checked:
                 profiled = profiler_forward_flops(model, image_shape)
@@ -309,14 +328,14 @@ def main(argv=None) -> int:
           f"{args.roofline_repeats}: {roofline_start:.1f} GFLOP/s before the models, {roofline_end:.1f} after; "
           f"using {roofline:.1f}")
     print()
-    header = (f"{'model':<6}{'optimizer':>12}{'steps/exec':>11}{'jit':>5}{'first step s':>14}{'timed steps':>13}"
+    header = (f"{'model':<6}{'precision':>10}{'optimizer':>12}{'steps/exec':>11}{'jit':>5}{'first step s':>14}{'timed steps':>13}"
               f"{'examples/s':>12}{'GFLOP/s':>10}{'ratio to roofline':>19}")
     print(header)
     print("-" * len(header))
     for result in results:
         result["roofline_gflops_per_second"] = roofline
         result["ratio_to_roofline"] = result["gflops_per_second"] / roofline
-        print(f"{result['model']:<6}{result['optimizer']:>12}{result['steps_per_execution']:>11}"
+        print(f"{result['model']:<6}{result['precision']:>10}{result['optimizer']:>12}{result['steps_per_execution']:>11}"
               f"{'yes' if result['jit_compile'] else 'no':>5}"
               f"{result['time_to_first_step_s']:>14.2f}{result['timed_steps']:>13}"
               f"{result['examples_per_second']:>12,.0f}{result['gflops_per_second']:>10.1f}"

@@ -210,21 +210,26 @@ def run_variant(name: str, steps_per_execution: int, jit_compile: bool, optimize
     }
 
 
-def machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    # What decides whether a bfloat16 body can be faster than float32: oneDNN's AMX / AVX512_BF16 kernels.
-    bfloat16_units = "unknown"
+def cpu_info() -> tuple:
+    """(model name, the CPU's bfloat16/float16 units): whether a bfloat16 body can be faster than
+    float32 depends on oneDNN's AMX / AVX512_BF16 kernels."""
+    cpu, units = platform.processor() or platform.machine(), "unknown"
     try:
         with open("/proc/cpuinfo") as handle:
             for line in handle:
-                if line.startswith("model name") and cpu == (platform.processor() or platform.machine()):
+                if line.startswith("model name"):
                     cpu = line.split(":", 1)[1].strip()
                 elif line.startswith("flags"):
                     flags = set(line.split(":", 1)[1].split())
-                    bfloat16_units = " ".join(sorted(flags & {"amx_bf16", "avx512_bf16", "avx512_fp16"})) or "none"
+                    units = " ".join(sorted(flags & {"amx_bf16", "avx512_bf16", "avx512_fp16"})) or "none"
                     break
     except OSError:
         pass
+    return cpu, units
+
+
+def machine() -> dict:
+    cpu, bfloat16_units = cpu_info()
     import tensorflow as tf
     import tensorflow_probability as tfp
     import tf_keras

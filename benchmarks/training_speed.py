@@ -36,18 +36,6 @@ def _precision(text: str) -> str:
     return text
 
 
-def _cpu_units() -> str:
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("flags"):
-                    found = set(line.split(":", 1)[1].split()) & {"amx_bf16", "avx512_bf16", "avx512_fp16"}
-                    return " ".join(sorted(found)) or "none"
-    except OSError:
-        pass
-    return "unknown"
-
-
 def time_variant(config, precision: str, warmup_steps: int, steps: int) -> dict:
     import tf_keras
     from tfp_vae import data as data_lib, training
@@ -91,7 +79,9 @@ def main(argv=None) -> int:
         parser.error(f"--warmup-steps + --steps must fit in one epoch ({steps_per_epoch} steps), "
                      f"got {args.warmup_steps + args.steps}.")
     import tensorflow as tf
-    print(f"machine: {os.cpu_count()} cores, bfloat16/float16 units: {_cpu_units()}; TensorFlow {tf.__version__}")
+    from throughput import cpu_info  # this script's folder is on sys.path; imports TensorFlow
+    cpu, units = cpu_info()
+    print(f"machine: {cpu}, {os.cpu_count()} cores, bfloat16/float16 units: {units}; TensorFlow {tf.__version__}")
     print(f"load average before: {os.getloadavg()[0]:.2f} (1 min)")
     print(f"model {args.model}: {likelihood.MODELS[args.model].description}; batch {config.training.batch_size}, "
           f"{args.steps} timed steps after {args.warmup_steps}")

@@ -59,8 +59,9 @@ def main(argv=None) -> int:
 
     from tfp_vae import likelihood  # after flag parsing: bad flags fail fast, without TensorFlow
     if args.list:
+        width = max(map(len, likelihood.MODELS))
         for name, model in likelihood.MODELS.items():
-            print(f"{name:16s} {model.description}")
+            print(f"{name:{width}s}  {model.description}")
         return 0
     if args.model not in likelihood.MODELS:
         parser.error(f"--model must be one of {', '.join(likelihood.MODELS)}; got {args.model!r}.")

@@ -110,6 +110,15 @@ def test_train_cli_with_a_time_budget_stops_early_and_says_so(tmp_path):
     assert result.returncode == 2 and "--time-budget" in result.stderr
 
 
+def test_training_speed_benchmark_rejects_bad_flags_naming_them():
+    script = os.path.join(ROOT, "benchmarks", "training_speed.py")
+    for flags, message in ((["--model", "mlp", "--precision", "float8"], "--precision: cannot parse 'float8'"),
+                           (["--model", "nope"], "--model must be one of"),
+                           (["--model", "mlp", "--steps", "500"], "must fit in one epoch (500 steps)")):
+        result = subprocess.run([sys.executable, script, *flags], capture_output=True, text=True, timeout=120)
+        assert result.returncode == 2 and message in result.stderr, (flags, result.stderr[-500:])
+
+
 def test_likelihood_benchmark_lists_models_and_rejects_unknown_ones():
     script = os.path.join(ROOT, "benchmarks", "likelihood.py")
     listed = subprocess.run([sys.executable, script, "--list"], capture_output=True, text=True, timeout=120)

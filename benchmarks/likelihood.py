@@ -19,6 +19,11 @@ schedule is re-stretched to 400 epochs, so the added epochs restart at that sche
 
 shows the report next to a committed run's numbers (here the mlp network under N(0, I)) when the
 registered reference has not run on this machine.
+
+    python benchmarks/likelihood.py --model resnet_hvamp_500_iwae5
+
+fine-tunes: a model registered with a start (--list) begins from the final weights of that
+model's finished run in the folder beside its own (or --start-from FOLDER).
 """
 import argparse
 import json
@@ -49,6 +54,9 @@ def main(argv=None) -> int:
                         help="a run folder with its report (diagnosis.json), e.g. a committed one under "
                              "benchmarks/results/likelihood/, whose aggregate-posterior numbers the report shows "
                              "next to this model's; default: the registered reference model's folder beside this one")
+    parser.add_argument("--start-from", metavar="FOLDER",
+                        help="for a fine-tuning model: the finished run whose weights it starts from; default: "
+                             "the registered start model's folder beside this one")
     parser.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2), help="Keras progress output")
     args = parser.parse_args(argv)
     if args.time_budget is not None and not args.time_budget > 0:
@@ -76,10 +84,12 @@ def main(argv=None) -> int:
         else:
             print(f"note: no finished {reference_name} run in {folder}: the report will not show its numbers "
                   f"next to this model's (run --model {reference_name} first, then this command again).")
+    if args.start_from is not None and not likelihood.MODELS[args.model].start_from:
+        parser.error(f"--start-from applies to fine-tuning models only; {args.model} trains from scratch.")
     try:
         row = likelihood.run(args.model, workdir, None if args.time_budget is None else 60 * args.time_budget,
                              num_samples=args.num_samples, reference=reference, verbose=args.verbose,
-                             jit_compile=args.jit_compile, epochs=args.epochs)
+                             jit_compile=args.jit_compile, epochs=args.epochs, start_from=args.start_from)
     except (FileNotFoundError, ValueError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -48,6 +48,10 @@ def test_json_round_trip(tmp_path):
     (lambda: TrainingConfig(mixed_precision=True, mixed_precision_dtype="float8"),
      "mixed_precision_dtype must be one of float16, bfloat16"),
     (lambda: TrainingConfig(mixed_precision_dtype="bfloat16"), "applies only with mixed_precision: add --mixed-precision"),
+    (lambda: TrainingConfig(importance_samples=0), "importance_samples must be a positive integer"),
+    (lambda: TrainingConfig(importance_samples=5, warmup_epochs=10), "importance_samples 5 .*no warm-up"),
+    (lambda: TrainingConfig(importance_samples=5, beta=2.0), "needs beta 1"),
+    (lambda: TrainingConfig(initial_weights=""), "initial_weights must be the path of a run folder"),
     (lambda: Config(data=DataConfig(binarization="none")), "bernoulli"),
     (lambda: Config(model=ModelConfig(likelihood="continuous_bernoulli")), "binarization to 'none'"),
 ])

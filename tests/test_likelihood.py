@@ -32,6 +32,8 @@ def test_registered_models_follow_the_protocol():
             assert likelihood.MODELS[model.reference].config.model.prior == "standard_normal"
         if config.model.top_latent_dim:  # next to the same network with one layer
             assert likelihood.MODELS[model.reference].config.model.architecture == config.model.architecture
+        if model.start_from:  # fine-tuning: the weights it starts from must fit
+            assert likelihood.MODELS[model.start_from].config.model == config.model
     with pytest.raises(ValueError, match="unknown model 'nope'"):
         likelihood.run("nope", "/nonexistent")
 
@@ -174,3 +176,17 @@ def test_a_finished_run_extends_to_more_epochs_and_is_evaluated_again(tmp_path):
         likelihood.run("tiny", workdir, config=tiny_config(), num_samples=8, examples=1000, verbose=0, epochs=2)
     with pytest.raises(ValueError, match="epochs must be a positive integer, got 0"):
         likelihood.run("tiny", workdir, config=tiny_config(), verbose=0, epochs=0)
+
+
+def test_a_fine_tuning_model_starts_from_a_finished_run_and_reports_both_times(tmp_path):
+    base = str(tmp_path / "base")
+    with pytest.raises(ValueError, match="has not finished training: run that model first"):
+        likelihood.run("tiny_iwae", str(tmp_path / "early"), config=tiny_config(), start_from=base, verbose=0)
+    first = likelihood.run("tiny", base, config=tiny_config(), num_samples=8, examples=1000, verbose=0)
+    tuning = tiny_config(epochs=1).replace(training={"importance_samples": 4, "warmup_epochs": 0})
+    row = likelihood.run("tiny_iwae", str(tmp_path / "tuned"), config=tuning, start_from=base, num_samples=8,
+                         examples=1000, verbose=0)
+    assert row["status"] == "done" and row["epochs"] == 1
+    assert row["starts_from"] == {"workdir": base, "epochs": 2, "training_seconds": first["training_seconds"]}
+    assert "(after 2 epochs of its start)" in likelihood.table_row(row)
+    assert load_config(str(tmp_path / "tuned" / "config.json")).training.initial_weights == base

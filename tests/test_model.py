@@ -53,6 +53,42 @@ def test_fit_minimises_mean_negative_log_likelihood_plus_beta_kl(beta, architect
     np.testing.assert_allclose(logs["elbo"], np.mean(log_likelihood - kl), rtol=1e-4)
 
 
+@pytest.mark.parametrize("model_fields", [
+    dict(),  # N(0, I)
+    dict(prior="vamp", prior_components=3, architecture="resnet"),
+    dict(latent_dim=4, top_latent_dim=2, conditional_units=8),  # two levels: q and p of both
+])
+def test_importance_samples_train_on_the_k_sample_bound(model_fields):
+    """loss = -mean_b log (1/k) sum_i p(x_b|z_i) p(z_i) / q(z_i|x_b), over the k * B latents the
+    decoder saw, each term recomputed here from the distributions themselves."""
+    tf_keras.utils.set_random_seed(2)
+    samples, batch = 4, 6
+    model = VAE(tiny_config(**model_fields))
+    model.compile(tf_keras.optimizers.SGD(0.0), importance_samples=samples, run_eagerly=True)
+    x = binary_images(batch, seed=3)
+    logs, z = one_training_step(model, x)
+    assert z.shape == (samples * batch, model.config.latent_dim)
+    latents = tf.reshape(z, [samples, batch, -1])  # sample-major, as the decoder saw them
+    reconstruction = model.decoder(z).log_prob(np.tile(x, (samples, 1, 1, 1))).numpy().reshape(samples, batch)
+    posterior = model.posterior(x)
+    log_weights = reconstruction + model.prior.log_prob(latents).numpy() - posterior.log_prob(latents).numpy()
+    bound = np.log(np.mean(np.exp(log_weights - log_weights.max(0)), 0)) + log_weights.max(0)
+    np.testing.assert_allclose(logs["iwae"], np.mean(bound), rtol=1e-4)
+    np.testing.assert_allclose(logs["loss"], -np.mean(bound), rtol=1e-4)
+    np.testing.assert_allclose(logs["elbo"], np.mean(log_weights), rtol=1e-4)
+    np.testing.assert_allclose(logs["reconstruction"], np.mean(reconstruction), rtol=1e-4)
+    assert logs["iwae"] >= logs["elbo"]  # log-mean-exp >= mean, draw by draw
+
+
+def test_importance_weighted_training_improves_the_bound():
+    tf_keras.utils.set_random_seed(4)
+    model = VAE(tiny_config())
+    model.compile(tf_keras.optimizers.Adam(3e-3), importance_samples=3)
+    history = model.fit(binary_images(256), batch_size=32, epochs=5, verbose=0).history
+    assert set(history) == {"loss", "elbo", "reconstruction", "kl", "iwae"}
+    assert history["iwae"][-1] > history["iwae"][0] + 20, history["iwae"]
+
+
 @pytest.mark.parametrize("architecture,full_resolution_filters,dtype", [
     ("mlp", 0, "float16"), ("conv", 0, "float16"), ("resnet", 0, "float16"), ("resnet", 4, "float16"),
     ("mlp", 0, "bfloat16"), ("resnet", 0, "bfloat16")])
@@ -163,6 +199,8 @@ def test_notebook_helpers_shapes_and_determinism():
     (dict(beta=-1.0), "beta"),
     (dict(free_bits=float("nan")), "free_bits"),
     (dict(loss="mse"), "own loss"),
+    (dict(importance_samples=3, beta=0.5), "importance_samples 3.*needs beta 1"),
+    (dict(importance_samples=3, warmup_steps=10), "no warm-up"),
 ])
 def test_compile_rejects_bad_objective_settings(arguments, message):
     with pytest.raises(ValueError, match=message):

@@ -81,6 +81,35 @@ def test_load_rebuilds_the_trained_model(trained_run):
     assert result["elbo"] == pytest.approx(metrics["test"]["elbo"], abs=1.0)
 
 
+def test_initial_weights_start_a_fine_tuning_run_from_a_finished_one(tmp_path):
+    vamp = {"prior": "vamp", "prior_components": 4}  # its pseudo-inputs are weights too
+    source, workdir = str(tmp_path / "source"), str(tmp_path / "fine_tuned")
+    training.train(tiny_config().replace(model=vamp), source, verbose=0)
+    # A learning rate of 1e-12 keeps the weights where they started, to compare them. (Loading the
+    # source's checkpoint whole would also restore its optimizer's learning rate: 1e-3.)
+    config = tiny_config(epochs=1, importance_samples=3, initial_weights=source, learning_rate=1e-12,
+                         keep_best=True).replace(model=vamp)
+    metrics = training.train(config, workdir, verbose=0)
+    tuned, started = training.load(workdir), training.load(source)
+    _assert_same(_trainable_values(tuned), _trainable_values(started), atol=1e-6)
+    assert len(tuned.trainable_variables) == len(tuned.encoder.trainable_variables) + len(
+        tuned.decoder.trainable_variables) + 1  # the pseudo-inputs: compared above
+    # Trained and selected on the 3-sample bound, which is at least the ELBO of the same draws.
+    assert metrics["validation"]["iwae"] >= metrics["validation"]["elbo"]
+    with open(os.path.join(workdir, "best", "best.json")) as handle:
+        assert "val_iwae" in json.load(handle)
+    assert training.load(workdir).importance_samples == 3
+
+
+def test_initial_weights_must_be_a_trained_run_of_the_same_model(trained_run, tmp_path):
+    source, _ = trained_run
+    with pytest.raises(FileNotFoundError, match="is not a run folder: it has no config.json"):
+        training.train(tiny_config(initial_weights=str(tmp_path / "nothing")), str(tmp_path / "a"), verbose=0)
+    other = tiny_config(initial_weights=source).replace(model={"latent_dim": 5})
+    with pytest.raises(ValueError, match=r"different config \(model.latent_dim\)"):
+        training.train(other, str(tmp_path / "b"), verbose=0)
+
+
 def test_more_epochs_on_the_same_workdir_continue_training(tmp_path):
     workdir = str(tmp_path / "run")
     training.train(tiny_config(epochs=1), workdir, verbose=0)
@@ -319,9 +348,9 @@ def _backup_raw_and_averaged(config, workdir):
         return raw, _trainable_values(model)
 
 
-def _assert_same(values, others):
+def _assert_same(values, others, atol=1e-7):
     for got, want in zip(values, others, strict=True):
-        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=atol)
 
 
 def test_weight_averaging_ships_the_average_and_the_backup_keeps_both(tmp_path):

@@ -50,6 +50,10 @@ FLAGS = {
     "--keep-best": ("training", "keep_best", bool, "final weights from the epoch with the best validation ELBO"),
     "--ema-momentum": ("training", "ema_momentum", float, "keep a moving average of the weights with this "
                        "momentum (e.g. 0.999) and validate, keep and save it; 0: off"),
+    "--importance-samples": ("training", "importance_samples", int, "k > 1: train on the k-sample importance-weighted "
+                             "bound (IWAE) instead of the ELBO, k decoder passes per example"),
+    "--initial-weights": ("training", "initial_weights", str, "a run folder whose final weights start this run "
+                          "(fine-tuning; same model config)"),
     "--beta": ("training", "beta", float, "KL weight (1 = ELBO)"),
     "--warmup-epochs": ("training", "warmup_epochs", float, "epochs over which beta rises linearly from 0"),
     "--free-bits": ("training", "free_bits", float, "nats per latent dimension left unpenalised"),

@@ -20,6 +20,7 @@ __all__ = [
     "PRIORS",
     "STRATEGIES",
     "check_free_bits",
+    "check_importance_samples",
     "Config",
     "DataConfig",
     "ModelConfig",
@@ -228,6 +229,13 @@ class TrainingConfig:
     # first step is over). Validation, the kept best epoch, the final weights and everything
     # downstream use the average; the backup keeps both.
     ema_momentum: float = 0.0
+    # k > 1 trains on the importance-weighted bound log mean_k p(x, z_k) / q(z_k|x) (IWAE, Burda et
+    # al. 2016), tighter than the ELBO (k = 1), at k decoder passes per example.
+    importance_samples: int = 1
+    # A run folder whose final weights (WEIGHTS/) start this run, e.g. to fine-tune a finished run
+    # with importance_samples > 1; its model config must equal this one's. Used only when the run
+    # starts: a resumed run continues from its own backup.
+    initial_weights: Optional[str] = None
 
     def __post_init__(self):
         _positive_int("epochs", self.epochs)
@@ -253,6 +261,10 @@ class TrainingConfig:
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}.")
         _choice("mixed_precision_dtype", self.mixed_precision_dtype, MIXED_PRECISION_DTYPES)
+        _positive_int("importance_samples", self.importance_samples)
+        check_importance_samples(self.importance_samples, self.beta, self.warmup_epochs, self.free_bits)
+        if self.initial_weights is not None and (not isinstance(self.initial_weights, str) or not self.initial_weights):
+            raise ValueError(f"initial_weights must be the path of a run folder (or null), got {self.initial_weights!r}.")
         if self.mixed_precision_dtype != "float16" and not self.mixed_precision:
             # Refused rather than ignored: the run would silently compute in float32.
             raise ValueError(
@@ -283,6 +295,17 @@ def check_free_bits(model: ModelConfig, free_bits: float) -> None:
     if free_bits > 0 and model.top_latent_dim:
         raise ValueError("free_bits (--free-bits) is defined per dimension of a one-layer Gaussian posterior; "
                          "a two-level model (top_latent_dim > 0) has none: drop --free-bits or --top-latent-dim.")
+
+
+def check_importance_samples(importance_samples: int, beta: float, warmup: float, free_bits: float) -> None:
+    """The importance-weighted bound has no separate KL term for beta, a warm-up or free bits to act on
+    (Config and VAE.compile)."""
+    if importance_samples > 1 and (beta != 1 or warmup > 0 or free_bits > 0):
+        raise ValueError(
+            f"importance_samples {importance_samples} (--importance-samples) trains on the importance-weighted "
+            f"bound, which has no KL term to weigh: it needs beta 1, no warm-up and no free bits; got beta "
+            f"{beta}, warm-up {warmup}, free bits {free_bits}. Drop --beta/--warmup-epochs/--free-bits, or use "
+            "--importance-samples 1 (the ELBO).")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -59,6 +59,9 @@ class Model(NamedTuple):
     # A model with the N(0, I) prior whose aggregate-posterior numbers the report shows next to
     # this one's (a learnt prior's reason to exist is the marginal KL it absorbs).
     reference: Optional[str] = None
+    # A fine-tuning run: the registered model whose finished run (its folder beside this one's)
+    # gives the starting weights (TrainingConfig.initial_weights).
+    start_from: Optional[str] = None
 
 
 MODELS = {
@@ -112,6 +115,18 @@ MODELS = {
                                                          training={"mixed_precision": True,
                                                                    "mixed_precision_dtype": "bfloat16"}),
                                    reference="resnet_hvamp_bf16"),
+    # Burda et al. (2016, table 2) continued a trained VAE on the IWAE bound and kept most of the
+    # log p(x) a model trained on it from the start has. Here: the finished resnet_hvamp_500_bf16,
+    # 30 more epochs on the 5-sample bound, Adam restarted at 1e-4 and decayed (cosine) to 1e-6.
+    # Five decoder passes per example: about twice a step's time.
+    "resnet_hvamp_500_iwae5": Model("resnet_hvamp_500_bf16 trained on for 30 epochs on the 5-sample importance-"
+                                    "weighted bound (IWAE) instead of the ELBO",
+                                    _RESNET_HVAMP.replace(model={"prior_components": 500},
+                                                          training={"mixed_precision": True,
+                                                                    "mixed_precision_dtype": "bfloat16",
+                                                                    "importance_samples": 5, "warmup_epochs": 0,
+                                                                    "epochs": 30, "learning_rate": 1e-4}),
+                                    reference="resnet_hvamp_500_bf16", start_from="resnet_hvamp_500_bf16"),
     # An autoregressive decoder (a different class: compare with the PixelSNAIL rows).
     "mlp_made": Model("the mlp network with an autoregressive decoder (a MADE of 500 units over the pixels, "
                       "conditioned on z)", Config(model=dataclasses.replace(_MLP, autoregressive_units=(500,)),
@@ -186,7 +201,8 @@ def _machine() -> str:
 
 def run(name: str, workdir: str, time_budget: Optional[float] = None, *, config: Optional[Config] = None,
         num_samples: int = 5000, examples: Optional[int] = None, reference: Optional[str] = None,
-        verbose: int = 1, jit_compile: bool = True, epochs: Optional[int] = None) -> dict:
+        verbose: int = 1, jit_compile: bool = True, epochs: Optional[int] = None,
+        start_from: Optional[str] = None) -> dict:
     """Trains (or continues) model `name` in `workdir`, then evaluates it; returns the row's values.
 
     `time_budget` (seconds) covers both phases of this call; the returned dict has "status"
@@ -199,6 +215,9 @@ def run(name: str, workdir: str, time_budget: Optional[float] = None, *, config:
     added epochs restart from that longer schedule's rate at the step reached (a warm restart, not
     the run a fresh schedule of `epochs` would have been). The best validation epoch so far stays
     the one kept until a later epoch beats it; the evaluation is redone for the weights kept.
+    `start_from`: the folder of a finished run whose weights start this one; default for a
+    fine-tuning model (`Model.start_from`): that model's folder beside `workdir`. Its training time
+    is reported beside this run's.
     """
     if config is None:
         if name not in MODELS:
@@ -206,6 +225,12 @@ def run(name: str, workdir: str, time_budget: Optional[float] = None, *, config:
         config = MODELS[name][1]
     if epochs is not None:
         config = config.replace(training={"epochs": epochs})  # TrainingConfig validates it
+    start = None
+    if start_from is None and name in MODELS and MODELS[name].start_from:
+        start_from = os.path.join(os.path.dirname(os.path.normpath(workdir)), MODELS[name].start_from)
+    if start_from is not None:
+        start = _finished_metrics(start_from)
+        config = config.replace(training={"initial_weights": start_from})
     started = time.time()
     deadline = None if time_budget is None else started + time_budget
     metrics_path = os.path.join(workdir, "metrics.json")
@@ -224,6 +249,9 @@ def run(name: str, workdir: str, time_budget: Optional[float] = None, *, config:
         "machine": _machine(), "status": "training",
         "timed_epochs": _timed_epochs(workdir),
     }
+    if start is not None:
+        row["starts_from"] = {"workdir": start_from, "epochs": start["epochs"],
+                              "training_seconds": start["training_seconds"]}
     if metrics["finished"]:
         row["status"] = "evaluating"
         summary = evaluate_in_parts(workdir, num_samples, examples, deadline, verbose,
@@ -274,6 +302,19 @@ def _diagnosis(workdir: str, examples: Optional[int], reference: Optional[str], 
     return numbers
 
 
+def _finished_metrics(workdir: str) -> dict:
+    """metrics.json of a finished run, which a fine-tuning run starts from."""
+    path = os.path.join(workdir, "metrics.json")
+    metrics = None
+    if os.path.exists(path):
+        with open(path) as handle:
+            metrics = json.load(handle)
+    if metrics is None or not metrics.get("finished"):
+        raise ValueError(f"this model starts from the weights of the run in {workdir}, which has not finished "
+                         "training: run that model first (benchmarks/likelihood.py --model NAME), then this one.")
+    return metrics
+
+
 def _timed_epochs(workdir: str) -> int:
     """How many epochs the epoch clock timed: fewer than were trained when part of the run was
     trained by a version without it, so training_seconds then covers only those epochs."""
@@ -291,9 +332,13 @@ def _duration(seconds: float) -> str:
 
 def _training_time(row: dict) -> str:
     timed = row.get("timed_epochs", row["epochs"])
-    if timed >= row["epochs"]:
-        return _duration(row["training_seconds"])
-    return f"{_duration(row['training_seconds'])} ({timed} of {row['epochs']} epochs timed)"
+    text = _duration(row["training_seconds"])
+    if timed < row["epochs"]:
+        text += f" ({timed} of {row['epochs']} epochs timed)"
+    start = row.get("starts_from")
+    if start:  # the fine-tuning after the run it starts from
+        text = f"{_duration(start['training_seconds'])} + {text} (after {start['epochs']} epochs of its start)"
+    return text
 
 
 def table_row(row: dict) -> str:

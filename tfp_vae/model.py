@@ -9,6 +9,10 @@
 
 The loss `fit` minimises is the batch mean of -log p(x|z) + beta * KL(q(z|x) || p(z)) with one
 z ~ q(z|x) per example; `fit` also logs `elbo`, `reconstruction` (E_q log p(x|z)) and `kl`.
+`compile(importance_samples=k)` with k > 1 maximises the importance-weighted bound instead (IWAE,
+Burda et al. 2016): log (1/k) sum_i p(x, z_i) / q(z_i|x) over k draws, logged as `iwae`, the
+estimator evaluation.py uses with k = 5,000; `elbo`, `reconstruction` and `kl` are then the means
+over the k draws.
 The prior p(z) is `ModelConfig.prior` (tfp_vae.prior): N(0, I) with the exact KL, or a learnt
 mixture / VampPrior with a Monte-Carlo KL on the same per-example scale; `model.prior` is the
 distribution with the current weights, `model.prior_network` the layer holding them.
@@ -21,6 +25,7 @@ distributions, the KL and the loss are float32 (tfp layers fail under a float16 
 """
 from tfp_vae import _env  # noqa: F401  (must precede tensorflow)
 
+import math
 from typing import Union
 
 import numpy as np
@@ -30,7 +35,7 @@ import tf_keras
 
 from tfp_vae import autoregressive, hierarchy, network
 from tfp_vae import prior as prior_lib
-from tfp_vae.config import MIXED_PRECISION_DTYPES, ModelConfig, check_free_bits
+from tfp_vae.config import MIXED_PRECISION_DTYPES, ModelConfig, check_free_bits, check_importance_samples
 from tfp_vae.prior import standard_normal_prior
 
 __all__ = ["VAE", "build_decoder", "build_encoder", "build_posterior_network", "standard_normal_prior"]
@@ -149,7 +154,8 @@ def _seed_pair(seed) -> tf.Tensor:
 class VAE(tf_keras.Model):
     """Encoder q(z|x) and decoder p(x|z) under the configured prior, with a `fit`-able objective."""
 
-    metric_names = ("loss", "elbo", "reconstruction", "kl")
+    # Every metric a VAE can log; "iwae" only with importance_samples > 1.
+    metric_names = ("loss", "elbo", "reconstruction", "kl", "iwae")
 
     def __init__(self, config: ModelConfig, name: str = "vae", *, mixed_precision: bool = False,
                  mixed_precision_dtype: str = "float16", **kwargs):
@@ -167,19 +173,27 @@ class VAE(tf_keras.Model):
         self.beta = 1.0
         self.warmup_steps = 0
         self.free_bits = 0.0
-        self._trackers = {name: tf_keras.metrics.Mean(name=name) for name in self.metric_names}
+        self.importance_samples = 1
+        self._trackers = self._make_trackers()
+
+    def _make_trackers(self) -> dict:
+        names = self.metric_names if self.importance_samples > 1 else self.metric_names[:-1]
+        return {name: tf_keras.metrics.Mean(name=name) for name in names}
 
     def compile(self, optimizer="adam", *, beta: float = 1.0, warmup_steps: int = 0,
-                free_bits: float = 0.0, **kwargs):
+                free_bits: float = 0.0, importance_samples: int = 1, **kwargs):
         """Like `Model.compile`; `beta` weighs the KL, which ramps up from 0 over `warmup_steps`
         optimizer steps, and `free_bits` (nats per latent dimension) leaves that much KL unpenalised.
-        A float16 mixed-precision VAE wraps the optimizer in a LossScaleOptimizer."""
+        `importance_samples` k > 1 trains on the k-sample importance-weighted bound (no KL term, so
+        no beta, warm-up or free bits). A float16 mixed-precision VAE wraps the optimizer in a
+        LossScaleOptimizer."""
         if "loss" in kwargs:
             raise ValueError("VAE defines its own loss (negative ELBO with beta); do not pass loss=.")
         for name, value in (("beta", beta), ("warmup_steps", warmup_steps), ("free_bits", free_bits)):
             if not np.isfinite(value) or value < 0:
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}.")
         check_free_bits(self.config, free_bits)  # a VAE built from a ModelConfig skips Config's check
+        check_importance_samples(importance_samples, beta, warmup_steps, free_bits)
         if self.mixed_precision and self.mixed_precision_dtype == "float16":
             # float16 gradients of the body underflow without loss scaling; the scaling is
             # undone before the float32 variables are updated. bfloat16 has float32's exponent
@@ -189,6 +203,9 @@ class VAE(tf_keras.Model):
                 optimizer = tf_keras.mixed_precision.LossScaleOptimizer(optimizer)
         super().compile(optimizer=optimizer, **kwargs)
         self.beta, self.warmup_steps, self.free_bits = float(beta), int(warmup_steps), float(free_bits)
+        if int(importance_samples) != self.importance_samples:
+            self.importance_samples = int(importance_samples)
+            self._trackers = self._make_trackers()
 
     @property
     def prior(self) -> tfd.Distribution:
@@ -213,6 +230,8 @@ class VAE(tf_keras.Model):
 
     def objective(self, x, training=False) -> dict:
         """Per-batch terms of the objective, each a scalar in nats per example."""
+        if self.importance_samples > 1:
+            return self._importance_weighted(x, training)
         posterior = self.encoder(x, training=training)
         latents = tf.convert_to_tensor(posterior)  # the one sample z ~ q(z|x)
         likelihood = self.decoder(latents, training=training)
@@ -231,6 +250,28 @@ class VAE(tf_keras.Model):
             penalty = kl + tf.reduce_sum(tf.nn.relu(self.free_bits - kl_per_dim))
         loss = -reconstruction + self.kl_weight() * penalty
         return {"loss": loss, "elbo": reconstruction - kl, "reconstruction": reconstruction, "kl": kl}
+
+    def _importance_weighted(self, x, training) -> dict:
+        """The k-sample bound, and the ELBO's terms averaged over the same k draws."""
+        posterior = self.encoder(x, training=training)  # (its KL layer's loss is not used here)
+        samples = self.importance_samples
+        latents = prior_lib.draw_posterior_samples(posterior, [samples])  # [k, B, latent], reparameterised
+        batch = tf.shape(latents)[1]
+        likelihood = self.decoder(tf.reshape(latents, [samples * batch, -1]), training=training)
+        # Sample-major rows, as the decoder saw them: row i * B + b is draw i of example b.
+        x_rows = tf.reshape(tf.broadcast_to(x[None], tf.concat([[samples], tf.shape(x)], 0)),
+                            tf.concat([[samples * batch], tf.shape(x)[1:]], 0))
+        reconstruction = tf.reshape(likelihood.log_prob(x_rows), [samples, batch])
+        kl = posterior.log_prob(latents) - self.prior.log_prob(latents)  # log q - log p per draw
+        bound = tf.reduce_logsumexp(reconstruction - kl, 0) - math.log(samples)
+        count = tf.cast(batch, tf.float32)
+
+        def mean(values):  # over examples; 0 for a replica's empty share of a short batch
+            return tf.math.divide_no_nan(tf.reduce_sum(values), count)
+
+        reconstruction, kl, bound = mean(tf.reduce_mean(reconstruction, 0)), mean(tf.reduce_mean(kl, 0)), mean(bound)
+        return {"loss": -bound, "elbo": reconstruction - kl, "reconstruction": reconstruction, "kl": kl,
+                "iwae": bound}
 
     def _record(self, terms, x):
         # Weighted by batch size: a short last batch must not count as much as a full one.

@@ -90,6 +90,7 @@ def build_model(config: Config, steps_per_epoch: int = 1) -> VAE:
         beta=training.beta,
         warmup_steps=int(round(training.warmup_epochs * steps_per_epoch)),
         free_bits=training.free_bits,
+        importance_samples=training.importance_samples,
         steps_per_execution=training.steps_per_execution,
         jit_compile=training.jit_compile,
     )
@@ -273,6 +274,31 @@ def _initialize_prior(model: VAE, config: Config) -> None:
     prior.initialize_pseudo_inputs(np.resize(pixels, (components, *pixels.shape[1:])))
 
 
+def _load_initial_weights(model: VAE, config: Config) -> None:
+    """Starts from the final weights of the run in `config.training.initial_weights` (fine-tuning);
+    the optimizer starts afresh."""
+    source = config.training.initial_weights
+    path = os.path.join(source, "config.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"initial_weights (--initial-weights) {source!r} is not a run folder: it has no "
+                                "config.json. Give the --workdir of a finished training run.")
+    prefix = os.path.join(_saved_folder(os.path.join(source, WEIGHTS)), CHECKPOINT_PREFIX)
+    if not os.path.exists(prefix + ".index"):
+        raise FileNotFoundError(f"initial_weights (--initial-weights) {source!r} has no weights/ yet: train that "
+                                "run first (trainers/train.py or benchmarks/likelihood.py with its --workdir).")
+    theirs, ours = dataclasses.asdict(load_config(path).model), dataclasses.asdict(config.model)
+    if theirs != ours:
+        changed = sorted(key for key in ours if ours[key] != theirs.get(key))
+        raise ValueError(f"initial_weights (--initial-weights) {source!r} holds a model with a different config "
+                         f"(model.{', model.'.join(changed)}); its weights would not fit. Use the same model flags.")
+    # Through a separate model: the checkpoint also holds that run's optimizer, whose learning rate
+    # and step count model.load_weights would restore into this run's fresh one. Part by part: the
+    # VAE's own weights include its metrics', which differ with importance_samples.
+    trained = load(source)
+    for part in ("encoder", "decoder", "prior_network"):
+        getattr(model, part).set_weights(getattr(trained, part).get_weights())
+
+
 def _train(config: Config, workdir: str, output_dir: str, strategy, chief: bool, verbose: int,
            started: float, time_budget: Optional[float]) -> dict:
     os.makedirs(output_dir, exist_ok=True)
@@ -293,7 +319,10 @@ def _train(config: Config, workdir: str, output_dir: str, strategy, chief: bool,
     with strategy.scope():
         model = build_model(config, steps_per_epoch)
         model(preview)  # builds the variables, so BackupAndRestore can restore into them
-        _initialize_prior(model, config)
+        if config.training.initial_weights and first_epoch == 0:
+            _load_initial_weights(model, config)
+        else:
+            _initialize_prior(model, config)
 
     backup_dir = _backup_dir(workdir, output_dir, chief)
     history_csv = os.path.join(output_dir, "history.csv")
@@ -316,7 +345,9 @@ def _train(config: Config, workdir: str, output_dir: str, strategy, chief: bool,
             with averaged_weights(model):  # the weights that were validated
                 save_weights(model, output_dir, BEST, record)
 
-        best = BestWeights(save_best, (_read_best(workdir) or {}).get("val_elbo"))
+        # The bound being trained: an importance-weighted run can trade ELBO for log p(x).
+        monitor = "val_iwae" if config.training.importance_samples > 1 else "val_elbo"
+        best = BestWeights(save_best, (_read_best(workdir) or {}).get(monitor), monitor=monitor)
         callbacks.insert(1, best)  # before the backup: a resumed epoch re-saves if it was best
     if uses_weight_averaging(model):
         callbacks.insert(0, AveragedValidation())

@@ -64,7 +64,7 @@ __all__ = [
 
 DEFAULT_OBJECTIVE = keras_tuner.Objective("val_elbo", direction="max")
 # Metrics that are better when larger; everything else VAE logs (loss, kl) is better smaller.
-_MAXIMIZED = ("elbo", "reconstruction")
+_MAXIMIZED = ("elbo", "reconstruction", "iwae")
 # Written into the project folder: a restart must search the same space with the same tuner.
 SPEC_FILE = "tfp_vae_search.json"
 

@@ -92,3 +92,13 @@ def test_the_default_space_keeps_to_what_the_base_config_allows():
 def test_bad_space_arguments_are_named(arguments, message):
     with pytest.raises(ValueError, match=message):
         hypermodel_lib.VAEHyperModel(tfp_vae.Config(), **arguments)
+
+
+def test_importance_weighted_and_fine_tuning_bases_are_checked_before_any_trial():
+    iwae = tfp_vae.Config().replace(training={"importance_samples": 4})
+    with pytest.raises(ValueError, match="no KL term for beta or warmup_epochs to act on: leave beta and "
+                                         "warmup_epochs out of --search"):
+        hypermodel_lib.VAEHyperModel(iwae)
+    hypermodel_lib.VAEHyperModel(iwae, search=["latent_dim", "learning_rate"])  # fine without them
+    with pytest.raises(ValueError, match="initial_weights .--initial-weights. is not supported in a search"):
+        hypermodel_lib.VAEHyperModel(tfp_vae.Config().replace(training={"initial_weights": "runs/x"}))

@@ -180,7 +180,7 @@ def test_a_finished_run_extends_to_more_epochs_and_is_evaluated_again(tmp_path):
 
 def test_a_fine_tuning_model_starts_from_a_finished_run_and_reports_both_times(tmp_path):
     base = str(tmp_path / "base")
-    with pytest.raises(ValueError, match="has not finished training: run that model first"):
+    with pytest.raises(ValueError, match="which does not exist: run that run first .or pass --start-from"):
         likelihood.run("tiny_iwae", str(tmp_path / "early"), config=tiny_config(), start_from=base, verbose=0)
     first = likelihood.run("tiny", base, config=tiny_config(), num_samples=8, examples=1000, verbose=0)
     tuning = tiny_config(epochs=1).replace(training={"importance_samples": 4, "warmup_epochs": 0})
@@ -190,3 +190,8 @@ def test_a_fine_tuning_model_starts_from_a_finished_run_and_reports_both_times(t
     assert row["starts_from"] == {"workdir": base, "epochs": 2, "training_seconds": first["training_seconds"]}
     assert "(after 2 epochs of its start)" in likelihood.table_row(row)
     assert load_config(str(tmp_path / "tuned" / "config.json")).training.initial_weights == base
+    # The row keeps what the run started from, even after the source moved on (here: renamed).
+    os.rename(base, str(tmp_path / "moved"))
+    again = likelihood.run("tiny_iwae", str(tmp_path / "tuned"), config=tuning, start_from=str(tmp_path / "moved"),
+                           num_samples=8, examples=1000, verbose=0)
+    assert again["starts_from"] == row["starts_from"] and again["test_nll"] == row["test_nll"]

@@ -201,6 +201,8 @@ def test_notebook_helpers_shapes_and_determinism():
     (dict(loss="mse"), "own loss"),
     (dict(importance_samples=3, beta=0.5), "importance_samples 3.*needs beta 1"),
     (dict(importance_samples=3, warmup_steps=10), "no warm-up"),
+    (dict(importance_samples=0), "importance_samples must be a positive integer"),
+    (dict(importance_samples=2.5), "importance_samples must be a positive integer"),
 ])
 def test_compile_rejects_bad_objective_settings(arguments, message):
     with pytest.raises(ValueError, match=message):

@@ -121,6 +121,15 @@ class VAEHyperModel(keras_tuner.HyperModel):
     # Construction-time validation: every mistake named before any training starts.
 
     def _check_arguments(self):
+        training = self.base_config.training
+        if training.initial_weights:
+            raise ValueError("training.initial_weights (--initial-weights) is not supported in a search (trials start "
+                             "from scratch); fine-tune the best trial's config with trainers/train.py instead.")
+        searched = [name for name in ("beta", "warmup_epochs") if name in self.search and name not in self.fixed]
+        if training.importance_samples > 1 and searched:
+            raise ValueError(f"importance_samples {training.importance_samples} trains on the importance-weighted "
+                             f"bound, which has no KL term for {' or '.join(searched)} to act on: leave "
+                             f"{' and '.join(searched)} out of --search, or use --importance-samples 1.")
         unknown = [name for name in self.search if name not in SEARCHABLE]
         if unknown:
             raise ValueError(f"cannot search {unknown}: searchable config fields are {', '.join(SEARCHABLE)}.")

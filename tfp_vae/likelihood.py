@@ -134,6 +134,8 @@ MODELS = {
 }
 
 PART_EXAMPLES = 1000
+# A fine-tuning run's record of the run it started from (workdir, epochs, training_seconds).
+STARTS_FROM = "starts_from.json"
 EVALUATION_BATCH = 100
 TABLE_HEADER = ("| model | parameters | epochs | training time | test ELBO | test NLL (K = 5000) |\n"
                 "|---|---:|---:|---:|---:|---:|")
@@ -225,11 +227,19 @@ def run(name: str, workdir: str, time_budget: Optional[float] = None, *, config:
         config = MODELS[name][1]
     if epochs is not None:
         config = config.replace(training={"epochs": epochs})  # TrainingConfig validates it
+    start_name = MODELS[name].start_from if name in MODELS else None
+    if start_from is None and start_name:
+        start_from = os.path.join(os.path.dirname(os.path.normpath(workdir)), start_name)
+    # What the run started from, as it was then: the source run may since have been extended or moved.
+    start_path = os.path.join(workdir, STARTS_FROM)
     start = None
-    if start_from is None and name in MODELS and MODELS[name].start_from:
-        start_from = os.path.join(os.path.dirname(os.path.normpath(workdir)), MODELS[name].start_from)
-    if start_from is not None:
-        start = _finished_metrics(start_from)
+    if os.path.exists(start_path):
+        with open(start_path) as handle:
+            start = json.load(handle)
+        config = config.replace(training={"initial_weights": start["workdir"]})
+    elif start_from is not None:
+        source = _finished_metrics(start_from, start_name)
+        start = {"workdir": start_from, "epochs": source["epochs"], "training_seconds": source["training_seconds"]}
         config = config.replace(training={"initial_weights": start_from})
     started = time.time()
     deadline = None if time_budget is None else started + time_budget
@@ -241,6 +251,8 @@ def run(name: str, workdir: str, time_budget: Optional[float] = None, *, config:
     training.check_not_shortened(workdir, config.training.epochs)
     if metrics is None or not metrics.get("finished") or metrics["epochs"] < config.training.epochs:
         metrics = training.train(config, workdir, verbose=verbose, time_budget=time_budget)
+    if start is not None and not os.path.exists(start_path):  # written once the run has begun
+        training.write_json(start, start_path)
     row = {
         "model": name, "description": MODELS[name][0] if name in MODELS else "",
         "parameters": metrics["parameters"], "epochs": metrics["epochs"],
@@ -250,8 +262,7 @@ def run(name: str, workdir: str, time_budget: Optional[float] = None, *, config:
         "timed_epochs": _timed_epochs(workdir),
     }
     if start is not None:
-        row["starts_from"] = {"workdir": start_from, "epochs": start["epochs"],
-                              "training_seconds": start["training_seconds"]}
+        row["starts_from"] = start
     if metrics["finished"]:
         row["status"] = "evaluating"
         summary = evaluate_in_parts(workdir, num_samples, examples, deadline, verbose,
@@ -302,7 +313,7 @@ def _diagnosis(workdir: str, examples: Optional[int], reference: Optional[str], 
     return numbers
 
 
-def _finished_metrics(workdir: str) -> dict:
+def _finished_metrics(workdir: str, name: Optional[str]) -> dict:
     """metrics.json of a finished run, which a fine-tuning run starts from."""
     path = os.path.join(workdir, "metrics.json")
     metrics = None
@@ -310,8 +321,11 @@ def _finished_metrics(workdir: str) -> dict:
         with open(path) as handle:
             metrics = json.load(handle)
     if metrics is None or not metrics.get("finished"):
-        raise ValueError(f"this model starts from the weights of the run in {workdir}, which has not finished "
-                         "training: run that model first (benchmarks/likelihood.py --model NAME), then this one.")
+        state = "has not finished training" if os.path.isdir(workdir) else "does not exist"
+        first = f"benchmarks/likelihood.py --model {name}" if name else "that run"
+        raise ValueError(f"this model starts from the weights of the finished run in {workdir}, which {state}: "
+                         f"run {first} first (or pass --start-from FOLDER, a finished run of the same model), "
+                         "then this one.")
     return metrics
 
 

@@ -193,6 +193,9 @@ class VAE(tf_keras.Model):
             if not np.isfinite(value) or value < 0:
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}.")
         check_free_bits(self.config, free_bits)  # a VAE built from a ModelConfig skips Config's check
+        if isinstance(importance_samples, bool) or not isinstance(importance_samples, (int, np.integer)) \
+                or importance_samples < 1:
+            raise ValueError(f"importance_samples must be a positive integer (1: the ELBO), got {importance_samples!r}.")
         check_importance_samples(importance_samples, beta, warmup_steps, free_bits)
         if self.mixed_precision and self.mixed_precision_dtype == "float16":
             # float16 gradients of the body underflow without loss scaling; the scaling is
@@ -257,7 +260,8 @@ class VAE(tf_keras.Model):
         samples = self.importance_samples
         latents = prior_lib.draw_posterior_samples(posterior, [samples])  # [k, B, latent], reparameterised
         batch = tf.shape(latents)[1]
-        likelihood = self.decoder(tf.reshape(latents, [samples * batch, -1]), training=training)
+        # The latent size spelled out: -1 cannot be inferred for a replica's empty batch.
+        likelihood = self.decoder(tf.reshape(latents, [samples * batch, self.config.latent_dim]), training=training)
         # Sample-major rows, as the decoder saw them: row i * B + b is draw i of example b.
         x_rows = tf.reshape(tf.broadcast_to(x[None], tf.concat([[samples], tf.shape(x)], 0)),
                             tf.concat([[samples * batch], tf.shape(x)[1:]], 0))

@@ -56,7 +56,8 @@ BACKUP = "backup"
 # Training fields that may change when a run is resumed: how it runs, not what it computes.
 # (mixed_precision and its dtype are not among them: float16 wraps the optimizer, whose checkpoint
 # then differs.)
-RESUMABLE_CHANGES = ("epochs", "strategy", "num_cpu_devices", "steps_per_execution", "jit_compile")
+# initial_weights is read only when a run starts, so a resume may name the source differently.
+RESUMABLE_CHANGES = ("epochs", "strategy", "num_cpu_devices", "steps_per_execution", "jit_compile", "initial_weights")
 
 
 def write_json(values: dict, path: str) -> None:
@@ -290,7 +291,8 @@ def _load_initial_weights(model: VAE, config: Config) -> None:
     if theirs != ours:
         changed = sorted(key for key in ours if ours[key] != theirs.get(key))
         raise ValueError(f"initial_weights (--initial-weights) {source!r} holds a model with a different config "
-                         f"(model.{', model.'.join(changed)}); its weights would not fit. Use the same model flags.")
+                         f"(model.{', model.'.join(changed)}); its weights would not fit. Start from a run of "
+                         "the same model, or give this run that run's model settings.")
     # Through a separate model: the checkpoint also holds that run's optimizer, whose learning rate
     # and step count model.load_weights would restore into this run's fresh one. Part by part: the
     # VAE's own weights include its metrics', which differ with importance_samples.

@@ -37,6 +37,7 @@ from tfp_vae import autoregressive, hierarchy, network
 from tfp_vae import prior as prior_lib
 from tfp_vae.config import MIXED_PRECISION_DTYPES, ModelConfig, check_free_bits, check_importance_samples
 from tfp_vae.prior import standard_normal_prior
+from tfp_vae.rows import log_likelihood_rows
 
 __all__ = ["VAE", "build_decoder", "build_encoder", "build_posterior_network", "standard_normal_prior"]
 
@@ -262,10 +263,7 @@ class VAE(tf_keras.Model):
         batch = tf.shape(latents)[1]
         # The latent size spelled out: -1 cannot be inferred for a replica's empty batch.
         likelihood = self.decoder(tf.reshape(latents, [samples * batch, self.config.latent_dim]), training=training)
-        # Sample-major rows, as the decoder saw them: row i * B + b is draw i of example b.
-        x_rows = tf.reshape(tf.broadcast_to(x[None], tf.concat([[samples], tf.shape(x)], 0)),
-                            tf.concat([[samples * batch], tf.shape(x)[1:]], 0))
-        reconstruction = tf.reshape(likelihood.log_prob(x_rows), [samples, batch])
+        reconstruction = log_likelihood_rows(likelihood, x, samples)  # [k, B], rows sample-major
         kl = posterior.log_prob(latents) - self.prior.log_prob(latents)  # log q - log p per draw
         bound = tf.reduce_logsumexp(reconstruction - kl, 0) - math.log(samples)
         count = tf.cast(batch, tf.float32)

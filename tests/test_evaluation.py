@@ -189,20 +189,6 @@ def test_bits_per_dim_uses_the_dequantization_convention():
     assert "dequantization" in summary["bits_per_dim_convention"]
 
 
-@pytest.mark.parametrize("binary", [True, False])
-def test_fast_bernoulli_log_likelihood_equals_tfp(binary):
-    rng = np.random.default_rng(0)
-    samples, batch = 3, 4
-    logits = tf.constant(rng.normal(size=(samples * batch, 5, 5, 1)) * 3, tf.float32)
-    x = rng.random((batch, 5, 5, 1)).astype(np.float32)
-    x = (x < 0.5).astype(np.float32) if binary else x
-    likelihood = tfd.Independent(tfd.Bernoulli(logits=logits, dtype=tf.float32), 3)
-    assert evaluation._bernoulli_logits(likelihood, 3) is not None  # the fast path is taken
-    fast = evaluation.log_likelihood_rows(likelihood, tf.constant(x), samples)
-    expected = likelihood.log_prob(np.tile(x, (samples, 1, 1, 1))).numpy().reshape(samples, batch)
-    np.testing.assert_allclose(fast.numpy(), expected, rtol=1e-5, atol=1e-3)
-
-
 @pytest.mark.parametrize("likelihood", ["bernoulli", "continuous_bernoulli"])
 def test_untrained_vae_bound_is_above_its_elbo(likelihood):
     tf_keras.utils.set_random_seed(0)

@@ -27,7 +27,7 @@ import tf_keras
 
 from tfp_vae import data as data_lib
 from tfp_vae.config import load_config
-from tfp_vae.rows import _bernoulli_logits, log_likelihood_rows  # noqa: F401  (re-exported; tests use both)
+from tfp_vae.rows import log_likelihood_rows  # re-exported: part of the public evaluation API
 from tfp_vae.training import load, write_json
 
 __all__ = ["DEFAULT_ROWS_PER_CALL", "evaluate", "evaluate_run", "importance_sampling_fn",

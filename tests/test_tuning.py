@@ -192,6 +192,18 @@ def test_restart_with_other_settings_is_refused(tmp_path):
     tuning.RandomSearch(tiny_hypermodel(BASE.replace(training={"batch_size": 32})), overwrite=True, **options)
 
 
+def test_an_iwae_objective_without_importance_samples_is_refused_before_any_trial(tmp_path):
+    options = dict(directory=str(tmp_path), max_trials=1)
+    with pytest.raises(ValueError, match="importance_samples > 1"):
+        tuning.RandomSearch(tiny_hypermodel(), objective=tuning.make_objective("val_iwae"), project_name="a", **options)
+    assert not os.path.exists(os.path.join(tmp_path, "a", "trial_0"))
+    iwae = tuning.VAEHyperModel(BASE.replace(training={"importance_samples": 2}), search=("latent_dim",),
+                                ranges={"latent_dim": [2, 4]})
+    # The same project: the refusal left no state behind that a corrected search would trip on.
+    tuner = tuning.RandomSearch(iwae, objective=tuning.make_objective("val_iwae"), project_name="a", **options)
+    assert tuner.oracle.objective.direction == "max"
+
+
 def test_step_counted_schedules_need_a_training_set_of_known_length(tmp_path):
     """A warm-up or cosine schedule in epochs becomes optimizer steps through the epoch's length;
     a dataset of unknown length would make an epoch one step and the schedule collapse."""

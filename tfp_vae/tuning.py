@@ -112,6 +112,12 @@ class VAETunerMixin:
         return kwargs
 
     def _after_init(self):
+        objective = self.oracle.objective
+        importance_samples = self.hypermodel.base_config.training.importance_samples
+        if objective.name in ("iwae", "val_iwae") and importance_samples == 1:
+            # Otherwise every trial trains to the end and only then finds no such metric.
+            raise ValueError(f"objective {objective.name} is the importance-weighted bound, which only a run with "
+                             "training.importance_samples > 1 logs: set --importance-samples, or use val_elbo.")
         self._datasets = {}
         self._trial_started = {}
         self._last_results = {}

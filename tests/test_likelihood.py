@@ -178,6 +178,31 @@ def test_a_finished_run_extends_to_more_epochs_and_is_evaluated_again(tmp_path):
         likelihood.run("tiny", workdir, config=tiny_config(), verbose=0, epochs=0)
 
 
+def test_the_start_is_recorded_before_training_and_taken_back_if_no_epoch_ran(tmp_path, monkeypatch):
+    base = str(tmp_path / "base")
+    likelihood.run("tiny", base, config=tiny_config(epochs=1), num_samples=8, examples=1000, verbose=0)
+    tuning = tiny_config(epochs=1).replace(training={"importance_samples": 4, "warmup_epochs": 0})
+    tuned = tmp_path / "tuned"
+
+    def killed_after_an_epoch(config, workdir, **kwargs):
+        os.makedirs(os.path.join(workdir, training.BACKUP))
+        raise KeyboardInterrupt
+
+    def refused_at_the_start(config, workdir, **kwargs):
+        raise ValueError("the weights do not fit")
+
+    monkeypatch.setattr(likelihood.training, "train", refused_at_the_start)
+    with pytest.raises(ValueError, match="do not fit"):
+        likelihood.run("tiny_iwae", str(tuned), config=tuning, start_from=base, verbose=0)
+    assert not (tuned / likelihood.STARTS_FROM).exists()
+    monkeypatch.setattr(likelihood.training, "train", killed_after_an_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        likelihood.run("tiny_iwae", str(tuned), config=tuning, start_from=base, verbose=0)
+    with open(tuned / likelihood.STARTS_FROM) as handle:
+        record = json.load(handle)
+    assert (record["workdir"], record["epochs"]) == (base, 1)
+
+
 def test_a_fine_tuning_model_starts_from_a_finished_run_and_reports_both_times(tmp_path):
     base = str(tmp_path / "base")
     with pytest.raises(ValueError, match="which does not exist: run that run first .or pass --start-from"):

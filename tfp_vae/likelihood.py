@@ -249,10 +249,20 @@ def run(name: str, workdir: str, time_budget: Optional[float] = None, *, config:
         with open(metrics_path) as handle:
             metrics = json.load(handle)
     training.check_not_shortened(workdir, config.training.epochs)
-    if metrics is None or not metrics.get("finished") or metrics["epochs"] < config.training.epochs:
-        metrics = training.train(config, workdir, verbose=verbose, time_budget=time_budget)
-    if start is not None and not os.path.exists(start_path):  # written once the run has begun
+    recorded_now = start is not None and not os.path.exists(start_path)
+    if recorded_now:
+        # Before training, which a kill may cut short: a resumed run must not read the source
+        # again, which may have trained on meanwhile. Taken back if no epoch got done, so a
+        # corrected --start-from is not overruled by a start that never happened.
+        os.makedirs(workdir, exist_ok=True)
         training.write_json(start, start_path)
+    if metrics is None or not metrics.get("finished") or metrics["epochs"] < config.training.epochs:
+        try:
+            metrics = training.train(config, workdir, verbose=verbose, time_budget=time_budget)
+        except BaseException:
+            if recorded_now and not os.path.exists(os.path.join(workdir, training.BACKUP)):
+                os.remove(start_path)
+            raise
     row = {
         "model": name, "description": MODELS[name][0] if name in MODELS else "",
         "parameters": metrics["parameters"], "epochs": metrics["epochs"],

@@ -101,6 +101,20 @@ def test_initial_weights_start_a_fine_tuning_run_from_a_finished_one(tmp_path):
     assert training.load(workdir).importance_samples == 3
 
 
+def test_a_fine_tune_that_never_beats_its_start_keeps_the_start(trained_run, tmp_path):
+    source, _ = trained_run
+    # Adam steps of 1.0 wreck every weight: no epoch of this fine-tune can validate better.
+    config = tiny_config(epochs=1, initial_weights=source, learning_rate=1.0, keep_best=True)
+    metrics = training.train(config, str(tmp_path / "wrecked"), verbose=0)
+    assert history_epochs(str(tmp_path / "wrecked")) == [0]  # the epoch ran
+    assert metrics["best_epoch"] == 0 and metrics["train"] == {}  # 0: the weights it started from
+    _assert_same(_trainable_values(training.load(str(tmp_path / "wrecked"))),
+                 _trainable_values(training.load(source)), atol=0)
+    with open(os.path.join(str(tmp_path / "wrecked"), "best", "best.json")) as handle:
+        record = json.load(handle)
+    assert record["epoch"] == -1 and record["val_elbo"] == metrics["validation"]["elbo"]
+
+
 def test_initial_weights_must_be_a_trained_run_of_the_same_model(trained_run, tmp_path):
     source, _ = trained_run
     with pytest.raises(FileNotFoundError, match="is not a run folder: it has no config.json"):

@@ -367,7 +367,8 @@ def _training_time(row: dict) -> str:
 
 def table_row(row: dict) -> str:
     """The README table's row: model, parameters, epochs, training time, test ELBO, test NLL."""
-    epochs = f"{row['epochs']}" + (f" (best {row['best_epoch']})" if row.get("best_epoch") else "")
+    best = row.get("best_epoch")
+    epochs = f"{row['epochs']}" + ("" if best is None else " (best: its start)" if best == 0 else f" (best {best})")
     if row["status"] != "done":
         return (f"| {row['model']} | {row['parameters']:,} | {epochs} of {row['epochs_planned']} | "
                 f"{_training_time(row)} | ({row['status']}) | ({row['status']}) |")

@@ -301,6 +301,17 @@ def _load_initial_weights(model: VAE, config: Config) -> None:
         getattr(model, part).set_weights(getattr(trained, part).get_weights())
 
 
+def _score_the_start(model, validation, best) -> None:
+    """A fine-tune's starting weights compete for best/ as epoch -1 (best_epoch 0): a converged
+    run given a fresh optimizer may never beat where it started, and keep-best must not then
+    return something worse. A fresh optimizer's moving averages are the weights themselves."""
+    if validation is None:
+        return  # BestWeights names the missing validation data at the first epoch's end
+    logs = {f"val_{name}": float(value)
+            for name, value in model.evaluate(validation, return_dict=True, verbose=0).items()}
+    best.on_epoch_end(-1, logs)
+
+
 def _train(config: Config, workdir: str, output_dir: str, strategy, chief: bool, verbose: int,
            started: float, time_budget: Optional[float]) -> dict:
     os.makedirs(output_dir, exist_ok=True)
@@ -351,6 +362,8 @@ def _train(config: Config, workdir: str, output_dir: str, strategy, chief: bool,
         monitor = "val_iwae" if config.training.importance_samples > 1 else "val_elbo"
         best = BestWeights(save_best, (_read_best(workdir) or {}).get(monitor), monitor=monitor)
         callbacks.insert(1, best)  # before the backup: a resumed epoch re-saves if it was best
+        if config.training.initial_weights and first_epoch == 0:
+            _score_the_start(model, datasets.validation, best)
     if uses_weight_averaging(model):
         callbacks.insert(0, AveragedValidation())
     callbacks.append(clock)  # last: its epoch times include every other callback's work

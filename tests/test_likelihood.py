@@ -55,6 +55,8 @@ def test_a_budgeted_run_stops_then_resumes_to_a_full_row(tmp_path):
     assert row["timed_epochs"] == 2 and "timed" not in text
     # Epochs trained before the epoch clock existed are not in training_seconds: the row says so.
     assert "(1 of 2 epochs timed)" in likelihood.table_row(dict(row, timed_epochs=1))
+    # A fine-tune that kept its starting weights (tfp_vae.training: best_epoch 0) says so.
+    assert "| 2 (best: its start) |" in likelihood.table_row(dict(row, best_epoch=0))
     assert text.count("|") == likelihood.TABLE_HEADER.splitlines()[0].count("|")
     # The aggregate-posterior report ran on the same test images: the KL splits into I_q + marginal.
     numbers = row["aggregate_posterior"]

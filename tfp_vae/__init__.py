@@ -16,14 +16,14 @@ from tfp_vae.model import VAE, build_decoder, build_encoder, standard_normal_pri
 from tfp_vae.prior import build_prior
 from tfp_vae.training import build_model, load, train
 # Modules with their own entry points: data.make_datasets, evaluation.evaluate_run,
-# report.diagnose_run, export.export, likelihood.run.
+# report.diagnose_run, export.export, likelihood.run, comparison.paired_difference.
 # (tuning and hypermodel are not imported here: keras-tuner binds Keras 3 when it loads.)
-from tfp_vae import (autoregressive, data, diagnosis, evaluation, export, likelihood, network,  # noqa: E402
+from tfp_vae import (autoregressive, comparison, data, diagnosis, evaluation, export, likelihood, network,  # noqa: E402
                      prior, report)
 
 __all__ = [
     "Config", "DataConfig", "ModelConfig", "TrainingConfig", "VAE", "autoregressive", "build_decoder", "build_encoder",
-    "build_model", "build_prior", "data", "diagnosis", "evaluation", "export", "likelihood", "load",
+    "build_model", "build_prior", "comparison", "data", "diagnosis", "evaluation", "export", "likelihood", "load",
     "load_config", "network", "prior", "report", "save_config", "standard_normal_prior", "train",
 ]
 __version__ = "0.1.0"

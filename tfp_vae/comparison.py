@@ -1,0 +1,101 @@
+"""Paired differences between two runs' per-image test figures.
+
+Two models evaluated by `likelihood.evaluate_in_parts` on the same data config score the same
+binarized test images (their binarization is fixed per image), so the difference of their
+-log p(x) is best judged image by image: the spread between images, which dominates each
+model's own standard error, cancels.
+
+    from tfp_vae import comparison
+    result = comparison.paired_difference("runs/likelihood/resnet_hvamp_500_iwae5",
+                                          "runs/likelihood/resnet_hvamp_500_bf16")
+    result["difference"], result["difference_stderr"]  # nats: iwae5's -log p(x) minus bf16's
+
+benchmarks/paired_likelihood.py prints it.
+"""
+import glob
+import json
+import math
+import os
+import re
+from typing import Dict, Optional
+
+import numpy as np
+
+__all__ = ["parts_folder", "load_parts", "paired_difference"]
+
+_PART = re.compile(r"part-(\d{3})-of-(\d{3})\.npz$")
+_FIGURES = ("log_likelihood", "elbo")
+
+
+def parts_folder(workdir: str, num_samples: int = 5000) -> str:
+    """The folder of `workdir`'s test-set parts with `num_samples` importance samples."""
+    folders = sorted(glob.glob(os.path.join(workdir, "likelihood_parts", f"*K{num_samples}-N*")))
+    if not folders:
+        raise ValueError(f"{workdir} has no test-set parts with K={num_samples} (likelihood_parts/*K{num_samples}-N*): "
+                         "run benchmarks/likelihood.py on it first, or pass a parts folder.")
+    if len(folders) > 1:
+        raise ValueError(f"{workdir} has several K={num_samples} parts folders ({', '.join(map(os.path.basename, folders))}): "
+                         "the run was evaluated after different epochs; pass the parts folder you mean.")
+    return folders[0]
+
+
+def load_parts(folder: str) -> Dict[int, dict]:
+    """{part index: {figure: per-image values}} for the finished parts in `folder`."""
+    parts, totals = {}, set()
+    for path in sorted(glob.glob(os.path.join(folder, "part-*.npz"))):
+        match = _PART.search(path)
+        if not match:
+            continue
+        totals.add(int(match.group(2)))
+        with np.load(path) as values:
+            parts[int(match.group(1))] = {name: np.asarray(values[name], np.float64) for name in _FIGURES}
+    if len(totals) > 1:
+        raise ValueError(f"{folder} mixes parts of different splits into parts ({sorted(totals)} parts): "
+                         "remove the stale ones.")
+    return parts
+
+
+def _data_config(folder: str) -> Optional[dict]:
+    # folder = WORKDIR/likelihood_parts/TAG: the run's config.json is two levels up.
+    path = os.path.join(folder, os.pardir, os.pardir, "config.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as file:
+        return json.load(file).get("data")
+
+
+def paired_difference(folder: str, against: str) -> dict:
+    """Mean and standard error of (folder's - against's) per-image -log p(x) and -ELBO.
+
+    `folder`, `against`: parts folders, or run folders holding one K=5000 parts folder. Uses the
+    parts both have finished (a partial evaluation compares on its images so far); refuses runs
+    whose data configs differ, since their test images are not the same binarized images.
+    """
+    folder, against = (path if glob.glob(os.path.join(path, "part-*.npz")) else parts_folder(path)
+                       for path in (folder, against))
+    data, against_data = _data_config(folder), _data_config(against)
+    if data is not None and against_data is not None and data != against_data:
+        raise ValueError(f"{folder} and {against} were evaluated on different data configs, so not on the same "
+                         f"test images: {data} vs {against_data}.")
+    parts, against_parts = load_parts(folder), load_parts(against)
+    shared = sorted(set(parts) & set(against_parts))
+    if not shared:
+        raise ValueError(f"{folder} ({sorted(parts)}) and {against} ({sorted(against_parts)}) have no finished "
+                         "part in common: nothing to pair.")
+    result = {"parts": shared, "folder": folder, "against": against}
+    for figure, name in (("log_likelihood", "negative_log_likelihood"), ("elbo", "negative_elbo")):
+        values = -np.concatenate([parts[part][figure] for part in shared])
+        against_values = -np.concatenate([against_parts[part][figure] for part in shared])
+        if values.shape != against_values.shape:
+            raise ValueError(f"{folder} and {against} hold different image counts in parts {shared}: "
+                             "they were evaluated on different test sets.")
+        difference = values - against_values
+        count = len(difference)
+        result["examples"] = count
+        result[name] = float(np.mean(values))
+        result[f"{name}_against"] = float(np.mean(against_values))
+        suffix = "" if figure == "log_likelihood" else "_elbo"
+        result[f"difference{suffix}"] = float(np.mean(difference))
+        result[f"difference{suffix}_stderr"] = (float(np.std(difference, ddof=1) / math.sqrt(count))
+                                                if count > 1 else float("nan"))
+    return result

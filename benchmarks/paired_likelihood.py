@@ -4,7 +4,8 @@
 
 prints the first run's -log p(x) and -ELBO minus the second's, image by image, with the standard
 error of the mean difference, over the test-set parts both have finished (benchmarks/likelihood.py
-writes them to RUN/likelihood_parts/). Each argument is a run folder or one of its parts folders.
+writes them to RUN/likelihood_parts/). Each argument is a run folder or one of its parts folders,
+or the per-example file of trainers/evaluate.py (RUN/evaluation_per_example.npz; both of one split).
 """
 import argparse
 import json
@@ -24,7 +25,7 @@ def main(argv=None) -> int:
         result = comparison.paired_difference(args.run, args.against)
     except ValueError as error:
         parser.error(str(error))
-    print(f"{result['examples']} test images (parts {', '.join(map(str, result['parts']))}):")
+    print(f"{result['examples']} {result['split']} images (parts {', '.join(map(str, result['parts']))}):")
     print(f"  -log p(x)  {result['negative_log_likelihood']:.2f} - {result['negative_log_likelihood_against']:.2f} "
           f"= {result['difference']:+.3f} +- {result['difference_stderr']:.3f}")
     print(f"  -ELBO      {result['negative_elbo']:.2f} - {result['negative_elbo_against']:.2f} "

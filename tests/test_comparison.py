@@ -78,6 +78,33 @@ def test_refuses_what_cannot_be_paired(tmp_path):
         comparison.paired_difference(plain, plain)
 
 
+def _per_example_file(root, name, log_likelihoods, split):
+    workdir = os.path.join(root, name)
+    os.makedirs(workdir)
+    with open(os.path.join(workdir, "config.json"), "w") as file:
+        json.dump({"data": {"dataset": "fashion_mnist", "binarization": "dynamic"}}, file)
+    values = np.asarray(log_likelihoods, np.float32)
+    path = os.path.join(workdir, "evaluation_per_example.npz")
+    np.savez(path, log_likelihood=values, log_likelihood_half=values, elbo=values - 2, reconstruction=values,
+             split=split)
+    return path
+
+
+def test_evaluate_py_files_pair_within_one_split(tmp_path):
+    tuned = _per_example_file(tmp_path, "tuned", [-1.0, -2.0, -4.0], "validation")
+    start = _per_example_file(tmp_path, "start", [-1.5, -2.0, -5.0], "validation")
+    result = comparison.paired_difference(tuned, start)
+    assert result["split"] == "validation" and result["examples"] == 3
+    assert result["difference"] == pytest.approx(-0.5)
+    test_images = _per_example_file(tmp_path, "test_images", [-1.5, -2.0, -5.0], "test")
+    with pytest.raises(ValueError, match="different splits"):
+        comparison.paired_difference(tuned, test_images)
+    with pytest.raises(ValueError, match="different splits"):  # test parts against a validation file
+        comparison.paired_difference(_run_folder(tmp_path, "parts", [[-1.0, -2.0, -4.0]]), tuned)
+    with pytest.raises(ValueError, match="does not exist"):
+        comparison.paired_difference(str(tmp_path / "none" / "evaluation_per_example.npz"), start)
+
+
 def test_the_script_prints_the_difference_and_fails_with_the_reason(tmp_path):
     first = _run_folder(tmp_path, "first", [[-1.0, -3.0]])
     second = _run_folder(tmp_path, "second", [[-2.0, -3.5]])

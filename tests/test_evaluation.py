@@ -248,3 +248,8 @@ def test_evaluate_cli_writes_evaluation_json(tmp_path):
                 "elbo", "seconds"):
         assert key in written
     assert written["split"] == "test" and written["examples"] == 30 and written["num_samples"] == 8
+    # The per-example values beside it: what comparison.paired_difference pairs.
+    with np.load(os.path.join(workdir, "evaluation_per_example.npz")) as per_example:
+        assert str(per_example["split"]) == "test" and per_example["log_likelihood"].shape == (30,)
+        assert np.mean(per_example["log_likelihood"]) == pytest.approx(written["log_likelihood"], rel=1e-6)
+        assert np.mean(per_example["elbo"]) == pytest.approx(written["elbo"], rel=1e-6)

@@ -1,4 +1,4 @@
-"""Paired differences between two runs' per-image test figures.
+"""Paired differences between two runs' per-image figures (test-set parts or evaluate.py's).
 
 Two models evaluated by `likelihood.evaluate_in_parts` on the same data config score the same
 binarized test images (their binarization is fixed per image), so the difference of their
@@ -39,16 +39,28 @@ def parts_folder(workdir: str, num_samples: int = 5000) -> str:
     return folders[0]
 
 
+def _load(path: str) -> dict:
+    with np.load(path) as values:
+        loaded = {name: np.asarray(values[name], np.float64) for name in _FIGURES}
+        if "split" in values.files:
+            loaded["split"] = str(values["split"])
+    return loaded
+
+
 def load_parts(folder: str) -> Dict[int, dict]:
-    """{part index: {figure: per-image values}} for the finished parts in `folder`."""
+    """{part index: {figure: per-image values}} for the finished parts in `folder`; a single
+    .npz file (evaluation.PER_EXAMPLE_FILE, written by trainers/evaluate.py) is part 0."""
+    if folder.endswith(".npz"):
+        if not os.path.isfile(folder):
+            raise ValueError(f"{folder} does not exist: run trainers/evaluate.py on that run first.")
+        return {0: _load(folder)}
     parts, totals = {}, set()
     for path in sorted(glob.glob(os.path.join(folder, "part-*.npz"))):
         match = _PART.search(path)
         if not match:
             continue
         totals.add(int(match.group(2)))
-        with np.load(path) as values:
-            parts[int(match.group(1))] = {name: np.asarray(values[name], np.float64) for name in _FIGURES}
+        parts[int(match.group(1))] = {**_load(path), "split": "test"}  # likelihood.evaluate_in_parts: test
     if len(totals) > 1:
         raise ValueError(f"{folder} mixes parts of different splits into parts ({sorted(totals)} parts): "
                          "remove the stale ones.")
@@ -56,8 +68,9 @@ def load_parts(folder: str) -> Dict[int, dict]:
 
 
 def _data_config(folder: str) -> Optional[dict]:
-    # folder = WORKDIR/likelihood_parts/TAG: the run's config.json is two levels up.
-    path = os.path.join(folder, os.pardir, os.pardir, "config.json")
+    # WORKDIR/evaluation_per_example.npz, or WORKDIR/likelihood_parts/TAG (two levels down).
+    up = (os.pardir,) if folder.endswith(".npz") else (os.pardir, os.pardir)
+    path = os.path.join(folder, *up, "config.json")
     if not os.path.exists(path):
         return None
     with open(path) as file:
@@ -67,12 +80,13 @@ def _data_config(folder: str) -> Optional[dict]:
 def paired_difference(folder: str, against: str) -> dict:
     """Mean and standard error of (folder's - against's) per-image -log p(x) and -ELBO.
 
-    `folder`, `against`: parts folders, or run folders holding one K=5000 parts folder. Uses the
-    parts both have finished (a partial evaluation compares on its images so far); refuses runs
-    whose data configs differ, since their test images are not the same binarized images.
+    `folder`, `against`: parts folders, run folders holding one K=5000 parts folder, or the
+    per-example files trainers/evaluate.py writes (same split, examples and data config on both
+    sides). Uses the parts both have finished (a partial evaluation compares on its images so far);
+    refuses runs whose data configs differ, since their images are not the same binarized images.
     """
-    folder, against = (path if glob.glob(os.path.join(path, "part-*.npz")) else parts_folder(path)
-                       for path in (folder, against))
+    folder, against = (path if path.endswith(".npz") or glob.glob(os.path.join(path, "part-*.npz"))
+                       else parts_folder(path) for path in (folder, against))
     data, against_data = _data_config(folder), _data_config(against)
     if data is not None and against_data is not None and data != against_data:
         raise ValueError(f"{folder} and {against} were evaluated on different data configs, so not on the same "
@@ -82,7 +96,11 @@ def paired_difference(folder: str, against: str) -> dict:
     if not shared:
         raise ValueError(f"{folder} ({sorted(parts)}) and {against} ({sorted(against_parts)}) have no finished "
                          "part in common: nothing to pair.")
-    result = {"parts": shared, "folder": folder, "against": against}
+    splits = {part.get("split") for part in (*parts.values(), *against_parts.values())}
+    if len(splits) > 1:
+        raise ValueError(f"{folder} and {against} hold different splits ({', '.join(sorted(map(str, splits)))}): "
+                         "pair evaluations of the same split.")
+    result = {"parts": shared, "folder": folder, "against": against, "split": splits.pop()}
     for figure, name in (("log_likelihood", "negative_log_likelihood"), ("elbo", "negative_elbo")):
         values = -np.concatenate([parts[part][figure] for part in shared])
         against_values = -np.concatenate([against_parts[part][figure] for part in shared])

@@ -30,8 +30,12 @@ from tfp_vae.config import load_config
 from tfp_vae.rows import log_likelihood_rows  # re-exported: part of the public evaluation API
 from tfp_vae.training import load, write_json
 
-__all__ = ["DEFAULT_ROWS_PER_CALL", "evaluate", "evaluate_run", "importance_sampling_fn",
-           "log_likelihood_rows", "summarize"]
+__all__ = ["DEFAULT_ROWS_PER_CALL", "PER_EXAMPLE_FILE", "evaluate", "evaluate_run", "importance_sampling_fn",
+           "log_likelihood_rows", "summarize", "write_npz"]
+
+# evaluate_run's per-example values, beside evaluation.json: what a paired comparison of two runs
+# on the same images needs (comparison.paired_difference).
+PER_EXAMPLE_FILE = "evaluation_per_example.npz"
 
 tfd = tfp.distributions
 
@@ -192,10 +196,18 @@ def evaluate(encoder: Callable, decoder: Callable, prior, dataset, num_samples: 
     return summary
 
 
+def write_npz(values: dict, path: str) -> None:
+    """np.savez, atomically: readers see the old file or the whole new one."""
+    temporary = f"{path}.tmp-{os.getpid()}.npz"  # np.savez appends .npz to other names
+    np.savez(temporary, **values)
+    os.replace(temporary, path)
+
+
 def evaluate_run(workdir: str, *, split: str = "test", num_samples: int = 5000,
                  examples: Optional[int] = None, batch_size: int = 100, seed: int = 0,
                  rows_per_call: int = DEFAULT_ROWS_PER_CALL, verbose: int = 1) -> dict:
-    """Evaluates the trained model of a run folder and writes WORKDIR/evaluation.json."""
+    """Evaluates the trained model of a run folder; writes WORKDIR/evaluation.json (the summary)
+    and WORKDIR/evaluation_per_example.npz (each example's log_likelihood, elbo, ...)."""
     if not os.path.isdir(workdir):
         raise FileNotFoundError(f"workdir {workdir} does not exist: pass the --workdir of a finished "
                                 "trainers/train.py run.")
@@ -208,7 +220,9 @@ def evaluate_run(workdir: str, *, split: str = "test", num_samples: int = 5000,
     dataset = data_lib.input_pipeline(run_config.data, split, batch_size, seed=seed, shuffle=False)
     summary = evaluate(model.encoder, model.decoder, model.prior, dataset, num_samples, seed=seed,
                        examples=used, continuous=run_config.model.likelihood != "bernoulli",
-                       rows_per_call=rows_per_call, verbose=verbose)
+                       rows_per_call=rows_per_call, verbose=verbose, per_example=True)
     summary.update(split=split, likelihood=run_config.model.likelihood, batch_size=batch_size)
+    # The split goes with the values: validation and test arrays of one length must not be paired.
+    write_npz({**summary.pop("per_example"), "split": split}, os.path.join(workdir, PER_EXAMPLE_FILE))
     write_json(summary, os.path.join(workdir, "evaluation.json"))
     return summary

@@ -155,12 +155,6 @@ AGGREGATE_HEADER = ("| model | test NLL | mean KL(q(z\\|x) \\|\\| p(z)) | I_q(x;
                     "|---|---:|---:|---:|---:|---:|---:|")
 
 
-def _save_npz(values: dict, path: str) -> None:
-    temporary = f"{path}.tmp-{os.getpid()}.npz"  # np.savez appends .npz to other names
-    np.savez(temporary, **values)
-    os.replace(temporary, path)
-
-
 def evaluate_in_parts(workdir: str, num_samples: int = 5000, examples: Optional[int] = None,
                       deadline: Optional[float] = None, verbose: int = 1, tag: str = "",
                       jit_compile: bool = True) -> Optional[dict]:
@@ -196,7 +190,7 @@ def evaluate_in_parts(workdir: str, num_samples: int = 5000, examples: Optional[
             model.encoder, model.decoder, prior, dataset.skip(first // EVALUATION_BATCH), num_samples,
             examples=min(PART_EXAMPLES, total - first), batch_offset=first // EVALUATION_BATCH,
             per_example=True, verbose=verbose, jit_compile=jit_compile)
-        _save_npz({**result["per_example"], "seconds": result["seconds"]}, path)
+        evaluation.write_npz({**result["per_example"], "seconds": result["seconds"]}, path)
         slowest = max(slowest, time.time() - started)
     pieces = [np.load(os.path.join(folder, f"part-{part:03d}-of-{parts:03d}.npz")) for part in range(parts)]
     values = {name: np.concatenate([piece[name] for piece in pieces])

@@ -2,7 +2,8 @@
 
     python trainers/evaluate.py --workdir runs/default --num-samples 5000
 
-writes runs/default/evaluation.json: mean log-likelihood (nats per example) with its standard
+writes runs/default/evaluation.json (and the per-example values, evaluation_per_example.npz, for
+benchmarks/paired_likelihood.py): mean log-likelihood (nats per example) with its standard
 error, the ELBO, the K/2-sample bound (a convergence check) and, for continuous likelihoods,
 bits/dim. Options: --split test|validation|train, --examples N (the first N), --batch-size.
 """

@@ -73,6 +73,11 @@ def test_refuses_what_cannot_be_paired(tmp_path):
         comparison.paired_difference(plain, fewer)
     with pytest.raises(ValueError, match="no test-set parts with K=5000"):
         comparison.parts_folder(str(tmp_path / "nothing"))
+    mixed = comparison.parts_folder(_run_folder(tmp_path, "mixed", [[-1.0, -2.0]]))
+    values = np.zeros(2, np.float32)
+    np.savez(os.path.join(mixed, "part-001-of-002.npz"), log_likelihood=values, elbo=values)
+    with pytest.raises(ValueError, match=r"cut into \[1, 2\] parts"):
+        comparison.paired_difference(mixed, plain)
     os.makedirs(os.path.join(plain, "likelihood_parts", "epochs9-K5000-N10"))
     with pytest.raises(ValueError, match="several K=5000 parts folders"):
         comparison.paired_difference(plain, plain)

@@ -62,7 +62,7 @@ def load_parts(folder: str) -> Dict[int, dict]:
         totals.add(int(match.group(2)))
         parts[int(match.group(1))] = {**_load(path), "split": "test"}  # likelihood.evaluate_in_parts: test
     if len(totals) > 1:
-        raise ValueError(f"{folder} mixes parts of different splits into parts ({sorted(totals)} parts): "
+        raise ValueError(f"{folder} mixes parts of evaluations cut into {sorted(totals)} parts: "
                          "remove the stale ones.")
     return parts
 
@@ -83,7 +83,7 @@ def paired_difference(folder: str, against: str) -> dict:
     `folder`, `against`: parts folders, run folders holding one K=5000 parts folder, or the
     per-example files trainers/evaluate.py writes (same split, examples and data config on both
     sides). Uses the parts both have finished (a partial evaluation compares on its images so far);
-    refuses runs whose data configs differ, since their images are not the same binarized images.
+    refuses runs whose data configs differ, since their images are not the same binarized ones.
     """
     folder, against = (path if path.endswith(".npz") or glob.glob(os.path.join(path, "part-*.npz"))
                        else parts_folder(path) for path in (folder, against))
@@ -106,7 +106,7 @@ def paired_difference(folder: str, against: str) -> dict:
         against_values = -np.concatenate([against_parts[part][figure] for part in shared])
         if values.shape != against_values.shape:
             raise ValueError(f"{folder} and {against} hold different image counts in parts {shared}: "
-                             "they were evaluated on different test sets.")
+                             "they were evaluated on different images (--examples?).")
         difference = values - against_values
         count = len(difference)
         result["examples"] = count

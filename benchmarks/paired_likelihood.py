@@ -25,7 +25,8 @@ def main(argv=None) -> int:
         result = comparison.paired_difference(args.run, args.against)
     except ValueError as error:
         parser.error(str(error))
-    print(f"{result['examples']} {result['split']} images (parts {', '.join(map(str, result['parts']))}):")
+    parts = "" if args.run.endswith(".npz") else f" (parts {', '.join(map(str, result['parts']))})"
+    print(f"{result['examples']} {result['split']} images{parts}:")
     print(f"  -log p(x)  {result['negative_log_likelihood']:.2f} - {result['negative_log_likelihood_against']:.2f} "
           f"= {result['difference']:+.3f} +- {result['difference_stderr']:.3f}")
     print(f"  -ELBO      {result['negative_elbo']:.2f} - {result['negative_elbo_against']:.2f} "

@@ -50,7 +50,15 @@ _RESNET = ModelConfig(architecture="resnet", conv_filters=(32, 64), residual_blo
 _RESNET_HVAMP = Config(model=dataclasses.replace(_RESNET, prior="vamp", prior_components=100, latent_dim=80,
                                                  top_latent_dim=40),
                        data=_PROTOCOL, training=dataclasses.replace(_MLP_TRAINING, epochs=250))
+# 500 pseudo-inputs (twice a step's time), trained in bfloat16; the IWAE fine-tunes start from it.
+_RESNET_HVAMP_500_BF16 = _RESNET_HVAMP.replace(model={"prior_components": 500},
+                                              training={"mixed_precision": True, "mixed_precision_dtype": "bfloat16"})
 
+
+def _iwae_fine_tune(importance_samples: int, epochs: int, learning_rate: float) -> Config:
+    # Trained on from finished weights, so without a KL warm-up.
+    return _RESNET_HVAMP_500_BF16.replace(training={"importance_samples": importance_samples, "warmup_epochs": 0,
+                                                    "epochs": epochs, "learning_rate": learning_rate})
 
 
 class Model(NamedTuple):
@@ -110,10 +118,7 @@ MODELS = {
                                reference="resnet_hvamp"),
     # The VampPrior paper's 500 pseudo-inputs on z_top (mlp_vamp shows 500 buy 1.5 nats over N(0, I)
     # on the MLP): about twice a step's time, hence trained in bfloat16.
-    "resnet_hvamp_500_bf16": Model("resnet_hvamp_bf16 with a VampPrior of 500 pseudo-inputs",
-                                   _RESNET_HVAMP.replace(model={"prior_components": 500},
-                                                         training={"mixed_precision": True,
-                                                                   "mixed_precision_dtype": "bfloat16"}),
+    "resnet_hvamp_500_bf16": Model("resnet_hvamp_bf16 with a VampPrior of 500 pseudo-inputs", _RESNET_HVAMP_500_BF16,
                                    reference="resnet_hvamp_bf16"),
     # Burda et al. (2016, table 2) continued a trained VAE on the IWAE bound and kept most of the
     # log p(x) a model trained on it from the start has. Here: the finished resnet_hvamp_500_bf16,
@@ -121,22 +126,14 @@ MODELS = {
     # Five decoder passes per example: about twice a step's time.
     "resnet_hvamp_500_iwae5": Model("resnet_hvamp_500_bf16 trained on for 30 epochs on the 5-sample importance-"
                                     "weighted bound (IWAE) instead of the ELBO",
-                                    _RESNET_HVAMP.replace(model={"prior_components": 500},
-                                                          training={"mixed_precision": True,
-                                                                    "mixed_precision_dtype": "bfloat16",
-                                                                    "importance_samples": 5, "warmup_epochs": 0,
-                                                                    "epochs": 30, "learning_rate": 1e-4}),
+                                    _iwae_fine_tune(importance_samples=5, epochs=30, learning_rate=1e-4),
                                     reference="resnet_hvamp_500_bf16", start_from="resnet_hvamp_500_bf16"),
     # The IWAE paper's bound tightens with k (Burda et al. 2016, table 1: k 5 -> 50 bought about a
     # nat on MNIST). resnet_hvamp_500_iwae5's validation bound had flattened by its last 10 epochs;
     # this continues its kept weights on the 10-sample bound, Adam restarted at half its rate.
     "resnet_hvamp_500_iwae10": Model("resnet_hvamp_500_iwae5 trained on for 15 epochs on the 10-sample "
                                      "importance-weighted bound",
-                                     _RESNET_HVAMP.replace(model={"prior_components": 500},
-                                                           training={"mixed_precision": True,
-                                                                     "mixed_precision_dtype": "bfloat16",
-                                                                     "importance_samples": 10, "warmup_epochs": 0,
-                                                                     "epochs": 15, "learning_rate": 5e-5}),
+                                     _iwae_fine_tune(importance_samples=10, epochs=15, learning_rate=5e-5),
                                      reference="resnet_hvamp_500_bf16", start_from="resnet_hvamp_500_iwae5"),
     # An autoregressive decoder (a different class: compare with the PixelSNAIL rows).
     "mlp_made": Model("the mlp network with an autoregressive decoder (a MADE of 500 units over the pixels, "

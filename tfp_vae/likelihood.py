@@ -128,8 +128,8 @@ MODELS = {
                                     "weighted bound (IWAE) instead of the ELBO",
                                     _iwae_fine_tune(importance_samples=5, epochs=30, learning_rate=1e-4),
                                     reference="resnet_hvamp_500_bf16", start_from="resnet_hvamp_500_bf16"),
-    # The IWAE paper's bound tightens with k (Burda et al. 2016, table 1: k 5 -> 50 bought about a
-    # nat on MNIST). resnet_hvamp_500_iwae5's validation bound had flattened by its last 10 epochs;
+    # Models trained on the IWAE bound got better with k (Burda et al. 2016, table 1: k = 1, 5, 50 on
+    # MNIST). resnet_hvamp_500_iwae5's validation bound had flattened by its last 10 epochs;
     # this continues its kept weights on the 10-sample bound, Adam restarted at half its rate.
     "resnet_hvamp_500_iwae10": Model("resnet_hvamp_500_iwae5 trained on for 15 epochs on the 10-sample "
                                      "importance-weighted bound",

@@ -101,7 +101,7 @@ def paired_difference(folder: str, against: str) -> dict:
         raise ValueError(f"{folder} and {against} hold different splits ({', '.join(sorted(map(str, splits)))}): "
                          "pair evaluations of the same split.")
     result = {"parts": shared, "folder": folder, "against": against, "split": splits.pop()}
-    for figure, name in (("log_likelihood", "negative_log_likelihood"), ("elbo", "negative_elbo")):
+    for figure, name, suffix in (("log_likelihood", "negative_log_likelihood", ""), ("elbo", "negative_elbo", "_elbo")):
         values = -np.concatenate([parts[part][figure] for part in shared])
         against_values = -np.concatenate([against_parts[part][figure] for part in shared])
         if values.shape != against_values.shape:
@@ -112,7 +112,6 @@ def paired_difference(folder: str, against: str) -> dict:
         result["examples"] = count
         result[name] = float(np.mean(values))
         result[f"{name}_against"] = float(np.mean(against_values))
-        suffix = "" if figure == "log_likelihood" else "_elbo"
         result[f"difference{suffix}"] = float(np.mean(difference))
         result[f"difference{suffix}_stderr"] = (float(np.std(difference, ddof=1) / math.sqrt(count))
                                                 if count > 1 else float("nan"))

@@ -17,21 +17,35 @@ import json
 import math
 import os
 import re
-from typing import Dict, Optional
+from typing import Dict, Optional, Union
 
 import numpy as np
 
-__all__ = ["parts_folder", "load_parts", "paired_difference"]
+__all__ = ["PARTS_DIRECTORY", "parts_folder_name", "part_file_name", "parts_folder", "load_parts",
+           "paired_difference"]
 
+# The layout likelihood.evaluate_in_parts writes and this module reads, defined once:
+# WORKDIR/likelihood_parts/{tag}K{num_samples}-N{images}/part-003-of-010.npz.
+PARTS_DIRECTORY = "likelihood_parts"
 _PART = re.compile(r"part-(\d{3})-of-(\d{3})\.npz$")
+
+
+def parts_folder_name(tag: str, num_samples: Union[int, str], total: Union[int, str]) -> str:
+    # str: "*" in a glob pattern.
+    return f"{tag}K{num_samples}-N{total}"
+
+
+def part_file_name(part: int, parts: int) -> str:
+    return f"part-{part:03d}-of-{parts:03d}.npz"
 _FIGURES = ("log_likelihood", "elbo")
 
 
 def parts_folder(workdir: str, num_samples: int = 5000) -> str:
     """The folder of `workdir`'s test-set parts with `num_samples` importance samples."""
-    folders = sorted(glob.glob(os.path.join(workdir, "likelihood_parts", f"*K{num_samples}-N*")))
+    pattern = os.path.join(PARTS_DIRECTORY, parts_folder_name("*", num_samples, "*"))
+    folders = sorted(glob.glob(os.path.join(workdir, pattern)))
     if not folders:
-        raise ValueError(f"{workdir} has no test-set parts with K={num_samples} (likelihood_parts/*K{num_samples}-N*): "
+        raise ValueError(f"{workdir} has no test-set parts with K={num_samples} ({pattern}): "
                          "run benchmarks/likelihood.py on it first, or pass a parts folder.")
     if len(folders) > 1:
         raise ValueError(f"{workdir} has several K={num_samples} parts folders ({', '.join(map(os.path.basename, folders))}): "

@@ -28,6 +28,7 @@ __all__ = ["PARTS_DIRECTORY", "parts_folder_name", "part_file_name", "parts_fold
 # WORKDIR/likelihood_parts/{tag}K{num_samples}-N{images}/part-003-of-010.npz.
 PARTS_DIRECTORY = "likelihood_parts"
 _PART = re.compile(r"part-(\d{3})-of-(\d{3})\.npz$")
+_FIGURES = ("log_likelihood", "elbo")
 
 
 def parts_folder_name(tag: str, num_samples: Union[int, str], total: Union[int, str]) -> str:
@@ -37,7 +38,6 @@ def parts_folder_name(tag: str, num_samples: Union[int, str], total: Union[int, 
 
 def part_file_name(part: int, parts: int) -> str:
     return f"part-{part:03d}-of-{parts:03d}.npz"
-_FIGURES = ("log_likelihood", "elbo")
 
 
 def parts_folder(workdir: str, num_samples: int = 5000) -> str:

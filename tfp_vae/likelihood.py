@@ -136,7 +136,7 @@ MODELS = {
                                      _iwae_fine_tune(importance_samples=10, epochs=15, learning_rate=5e-5),
                                      reference="resnet_hvamp_500_bf16", start_from="resnet_hvamp_500_iwae5"),
     # One more doubling of k. The gains shrink with k (validation proxy, paired: k = 5 gave -0.37
-    # nats, k = 10 -0.06 more), and a step costs about twice k = 10's; 10 epochs fit in ~70 min.
+    # nats, k = 10 -0.06 more); an epoch took 288 s against k = 10's 204 s (median, same Xeon).
     "resnet_hvamp_500_iwae20": Model("resnet_hvamp_500_iwae10 trained on for 10 epochs on the 20-sample "
                                      "importance-weighted bound",
                                      _iwae_fine_tune(importance_samples=20, epochs=10, learning_rate=5e-5),

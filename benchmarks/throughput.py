@@ -41,7 +41,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "trainers"))
-from _flags import comma_list, yes_no  # noqa: E402
+from _flags import PRECISIONS, comma_list, precision_choice, precision_fields, yes_no  # noqa: E402
 
 from tfp_vae import _env  # noqa: E402,F401  (must precede tensorflow)
 
@@ -58,8 +58,6 @@ MATMUL_SIZE = 2048
 # adam: tf_keras.optimizers.Adam, as training uses (about 20 small ops per variable and step);
 # legacy_adam: tf_keras.optimizers.legacy.Adam (one fused ResourceApplyAdam op per variable).
 OPTIMIZERS = ("adam", "legacy_adam")
-# The network body's compute dtype: float32, or mixed precision with that body dtype.
-PRECISIONS = ("float32", "float16", "bfloat16")
 # Full batches in one epoch of the 50,000 training images (60,000 less the 10,000 validation).
 FULL_BATCHES = 50_000 // BATCH_SIZE
 
@@ -161,7 +159,7 @@ def _step_timer():
 
 
 def run_variant(name: str, steps_per_execution: int, jit_compile: bool, optimizer: str, steps: int,
-                warmup: int, datasets_cache: dict, precision: str = "float32") -> dict:
+                warmup: int, datasets_cache: dict, precision_name: str = "float32") -> dict:
     import tf_keras
     from tfp_vae import data as data_lib
     from tfp_vae import training
@@ -170,8 +168,7 @@ def run_variant(name: str, steps_per_execution: int, jit_compile: bool, optimize
     config = Config().replace(
         model=MODELS[name], data={"binarization": "dynamic"},
         training={"batch_size": BATCH_SIZE, "steps_per_execution": steps_per_execution,
-                  "jit_compile": jit_compile, "seed": 0, "mixed_precision": precision != "float32",
-                  "mixed_precision_dtype": "float16" if precision == "float32" else precision})
+                  "jit_compile": jit_compile, "seed": 0, **precision_fields(precision_name)})
     config = config.replace(model={"image_shape": data_lib.image_shape(config.data)})
     tf_keras.backend.clear_session()
     tf_keras.utils.set_random_seed(0)
@@ -199,7 +196,7 @@ def run_variant(name: str, steps_per_execution: int, jit_compile: bool, optimize
     examples_per_second = examples / (end - start)
     return {
         "model": name, "steps_per_execution": steps_per_execution, "jit_compile": jit_compile,
-        "optimizer": optimizer, "precision": precision,
+        "optimizer": optimizer, "precision": precision_name,
         "parameters": int(model.count_params()),
         "forward_flops_per_example": flops["forward"], "train_flops_per_example": flops["train"],
         "time_to_first_step_s": first_end - timer.begin, "timed_steps": end_batch - start_batch,
@@ -245,12 +242,6 @@ def _model_name(text: str) -> str:
     return text
 
 
-def _precision_name(text: str) -> str:
-    if text not in PRECISIONS:
-        raise ValueError(text)
-    return text
-
-
 def _optimizer_name(text: str) -> str:
     if text not in OPTIMIZERS:
         raise ValueError(text)
@@ -267,7 +258,7 @@ def main(argv=None) -> int:
                         help="comma-separated no/yes values to compare (default no,yes)")
     parser.add_argument("--optimizer", type=comma_list(_optimizer_name), default=["adam"],
                         help=f"comma-separated: {', '.join(OPTIMIZERS)} (default adam, what training uses)")
-    parser.add_argument("--precision", type=comma_list(_precision_name), default=["float32"],
+    parser.add_argument("--precision", type=comma_list(precision_choice), default=["float32"],
                         help=f"comma-separated: {', '.join(PRECISIONS)} (the network body's dtype; default float32). "
                              "bfloat16 is fast on CPUs with AMX or AVX512_BF16, float16 on GPUs only")
     parser.add_argument("--steps", type=int, default=None,

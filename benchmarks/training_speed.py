@@ -24,23 +24,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "trainers"))
-from _flags import at_least_one, comma_list  # noqa: E402  (TF-free flag checks: bad flags fail fast)
+from _flags import PRECISIONS, at_least_one, comma_list, precision_choice, precision_fields  # noqa: E402  (TF-free flag checks: bad flags fail fast)
 
-PRECISIONS = ("float32", "float16", "bfloat16")
 TRAIN_EXAMPLES = 50_000  # the protocol's training split
 
 
-def _precision(text: str) -> str:
-    if text not in PRECISIONS:
-        raise ValueError(text)
-    return text
-
-
-def time_variant(config, precision: str, warmup_steps: int, steps: int) -> dict:
+def time_variant(config, precision_name: str, warmup_steps: int, steps: int) -> dict:
     import tf_keras
     from tfp_vae import data as data_lib, training
-    config = config.replace(training={"mixed_precision": precision != "float32",
-                                      "mixed_precision_dtype": "float16" if precision == "float32" else precision})
+    config = config.replace(training=precision_fields(precision_name))
     tf_keras.backend.clear_session()
     tf_keras.utils.set_random_seed(0)
     steps_per_epoch = TRAIN_EXAMPLES // config.training.batch_size
@@ -54,7 +46,7 @@ def time_variant(config, precision: str, warmup_steps: int, steps: int) -> dict:
 
     model.fit(dataset.repeat(), epochs=1, steps_per_epoch=warmup_steps + steps, verbose=0, callbacks=[StepEnds()])
     seconds_per_step = (ends[-1] - ends[warmup_steps - 1]) / steps
-    return {"precision": precision, "seconds_per_step": seconds_per_step, "steps_per_epoch": steps_per_epoch,
+    return {"precision": precision_name, "seconds_per_step": seconds_per_step, "steps_per_epoch": steps_per_epoch,
             "epoch_seconds": seconds_per_step * steps_per_epoch,
             "run_hours": seconds_per_step * steps_per_epoch * config.training.epochs / 3600,
             "final_loss": float(model.history.history["loss"][-1])}
@@ -63,7 +55,7 @@ def time_variant(config, precision: str, warmup_steps: int, steps: int) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="a name from benchmarks/likelihood.py --list")
-    parser.add_argument("--precision", type=comma_list(_precision), default=["float32", "bfloat16"],
+    parser.add_argument("--precision", type=comma_list(precision_choice), default=["float32", "bfloat16"],
                         help=f"comma-separated: {', '.join(PRECISIONS)} (default float32,bfloat16)")
     parser.add_argument("--steps", type=at_least_one("--steps"), default=100, help="timed steps per variant (default 100)")
     parser.add_argument("--warmup-steps", type=at_least_one("--warmup-steps"), default=20,
@@ -85,7 +77,7 @@ def main(argv=None) -> int:
     print(f"load average before: {os.getloadavg()[0]:.2f} (1 min)")
     print(f"model {args.model}: {likelihood.MODELS[args.model].description}; batch {config.training.batch_size}, "
           f"{args.steps} timed steps after {args.warmup_steps}")
-    results = [time_variant(config, precision, args.warmup_steps, args.steps) for precision in args.precision]
+    results = [time_variant(config, name, args.warmup_steps, args.steps) for name in args.precision]
     print()
     print(f"| precision | ms/step | epoch (training steps) | {config.training.epochs} epochs | ratio to {results[0]['precision']} |")
     print("|---|---:|---:|---:|---:|")

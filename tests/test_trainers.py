@@ -119,6 +119,24 @@ def test_training_speed_benchmark_rejects_bad_flags_naming_them():
         assert result.returncode == 2 and message in result.stderr, (flags, result.stderr[-500:])
 
 
+def test_benchmark_precisions_map_to_valid_training_configs():
+    sys.path.insert(0, os.path.join(ROOT, "trainers"))
+    try:
+        from _flags import PRECISIONS, precision_fields
+    finally:
+        sys.path.remove(os.path.join(ROOT, "trainers"))
+    from tfp_vae.config import MIXED_PRECISION_DTYPES, Config
+    # Every dtype the config accepts can be benchmarked, and float32 on top.
+    assert set(PRECISIONS) == {"float32", *MIXED_PRECISION_DTYPES}
+    # Start from a mixed-precision config: the fields must switch it either way.
+    start = Config().replace(training={"mixed_precision": True, "mixed_precision_dtype": "bfloat16"})
+    for name in PRECISIONS:
+        training = start.replace(training=precision_fields(name)).training  # validates
+        assert training.mixed_precision == (name != "float32"), name
+        if training.mixed_precision:
+            assert training.mixed_precision_dtype == name
+
+
 def test_likelihood_benchmark_lists_models_and_rejects_unknown_ones():
     script = os.path.join(ROOT, "benchmarks", "likelihood.py")
     listed = subprocess.run([sys.executable, script, "--list"], capture_output=True, text=True, timeout=120)

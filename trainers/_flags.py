@@ -7,6 +7,9 @@ import argparse
 
 # The same names as tfp_vae.data.SPLITS, spelled out so no tfp_vae import is needed.
 SPLITS = ("test", "validation", "train")
+# The network body's compute dtype that the benchmarks compare: float32, or mixed precision with a
+# float16 / bfloat16 body (tfp_vae.config.MIXED_PRECISION_DTYPES).
+PRECISIONS = ("float32", "float16", "bfloat16")
 
 
 def at_least_one(flag: str):
@@ -49,3 +52,17 @@ def one_yes_no(flag: str):
         except KeyError:
             raise argparse.ArgumentTypeError(f"{flag} must be yes or no, got {text!r}") from None
     return parse
+
+
+def precision_choice(text: str) -> str:
+    """One of PRECISIONS (ValueError otherwise: `comma_list` turns it into a flag error)."""
+    if text not in PRECISIONS:
+        raise ValueError(text)
+    return text
+
+
+def precision_fields(name: str) -> dict:
+    """The TrainingConfig fields that give the network body the compute dtype `name` (PRECISIONS)."""
+    if name == "float32":
+        return {"mixed_precision": False, "mixed_precision_dtype": "float16"}  # the dtype field's default
+    return {"mixed_precision": True, "mixed_precision_dtype": name}

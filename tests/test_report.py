@@ -69,3 +69,19 @@ def test_a_reference_run_is_shown_next_to_this_one_and_mismatches_are_refused(tm
     assert f"## Against {reference}" in text and f"{own['marginal_kl']:.3f}" in text
     result = run_diagnose("--workdir", workdir, "--reference", str(tmp_path / "nowhere"))
     assert result.returncode == 2 and "--reference" in result.stderr
+
+
+def test_one_example_writes_strict_json_and_the_report_says_n_a(tmp_path):
+    # One example has no standard error: the JSON carries null (NaN is not JSON) and the report n/a.
+    workdir = str(tmp_path / "run")
+    make_run(workdir)
+    report.diagnose_run(workdir, examples=1)
+
+    def refuse(name):
+        raise ValueError(f"not strict JSON: {name}")
+    with open(os.path.join(workdir, "diagnosis.json")) as handle:
+        summary = json.load(handle, parse_constant=refuse)
+    assert summary["examples"] == 1 and summary["mean_kl_stderr"] is None
+    with open(os.path.join(workdir, "report.md")) as handle:
+        text = handle.read()
+    assert f"| {summary['mean_kl']:.3f} | n/a (over examples) |" in text and "nan" not in text

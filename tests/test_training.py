@@ -410,3 +410,17 @@ def test_train_validates_the_average(tmp_path, monkeypatch):
     raw, averaged = _backup_raw_and_averaged(config, workdir)
     _assert_same(seen[-1], averaged)
     assert any(not np.allclose(got, other) for got, other in zip(seen[-1], raw))
+
+
+def _refuse_constant(name):
+    raise ValueError(f"not strict JSON: {name}")
+
+
+def test_write_json_writes_undefined_figures_as_null_not_nan(tmp_path):
+    path = str(tmp_path / "summary.json")
+    training.write_json({"stderr": float("nan"), "nested": {"values": [1.5, np.float64("inf"), -np.inf]},
+                         "kept": 2.0}, path)
+    with open(path) as handle:
+        values = json.load(handle, parse_constant=_refuse_constant)
+    assert values == {"stderr": None, "nested": {"values": [1.5, None, None]}, "kept": 2.0}
+    assert os.listdir(tmp_path) == ["summary.json"]  # no temporary file left behind

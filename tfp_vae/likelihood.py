@@ -381,7 +381,7 @@ def table_row(row: dict) -> str:
         return (f"| {row['model']} | {row['parameters']:,} | {epochs} of {row['epochs_planned']} | "
                 f"{_training_time(row)} | ({row['status']}) | ({row['status']}) |")
     return (f"| {row['model']} | {row['parameters']:,} | {epochs} | {_training_time(row)} | "
-            f"{row['test_elbo']:.2f} | **{row['test_nll']:.2f}** ± {row['test_nll_stderr']:.2f} |")
+            f"{row['test_elbo']:.2f} | **{row['test_nll']:.2f}** ± {report.format_number(row['test_nll_stderr'])} |")
 
 
 def aggregate_row(row: dict) -> str:
@@ -392,7 +392,7 @@ def aggregate_row(row: dict) -> str:
     numbers = row["aggregate_posterior"]
 
     def value(name):
-        return f"{numbers[name]:.2f} ± {numbers[name + '_stderr']:.2f}"
+        return f"{numbers[name]:.2f} ± {report.format_number(numbers[name + '_stderr'])}"
     level = " (z_top)" if numbers.get("level") else ""
     return (f"| {row['model']}{level} | {row['test_nll']:.2f} | {value('mean_kl')} | {value('mutual_information')} | "
             f"{value('marginal_kl')} | {value('marginal_kl_leave_one_out')} | {numbers['active_units']} |")

@@ -9,6 +9,7 @@ the pictures linked) and WORKDIR/diagnosis/*.png.
 from tfp_vae import _env  # noqa: F401  (must precede tensorflow)
 
 import json
+import math
 import os
 import time
 from typing import Optional
@@ -20,7 +21,7 @@ from tfp_vae import diagnosis, hierarchy, plots
 from tfp_vae.config import load_config
 from tfp_vae.training import load, write_json
 
-__all__ = ["CLASS_NAMES", "diagnose_run", "markdown_report", "save_pictures"]
+__all__ = ["CLASS_NAMES", "diagnose_run", "format_number", "markdown_report", "save_pictures"]
 
 CLASS_NAMES = {
     "fashion_mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
@@ -50,7 +51,10 @@ def _principal_directions(loc: np.ndarray):
     if loc.shape[1] == 2:
         return loc, ("z1", "z2")
     _, _, directions = np.linalg.svd(centred, full_matrices=False)
-    return centred @ directions[:2].T, ("first principal direction", "second principal direction")
+    projected = centred @ directions[:2].T
+    if projected.shape[1] < 2:  # one example has one direction only (an SVD gives min(N, D))
+        projected = np.column_stack([projected, np.zeros(len(loc))])
+    return projected, ("first principal direction", "second principal direction")
 
 
 def save_pictures(model, result: diagnosis.Diagnosis, folder: str, class_names=None, seed: int = 0) -> dict:
@@ -106,12 +110,14 @@ def save_pictures(model, result: diagnosis.Diagnosis, folder: str, class_names=N
     return files
 
 
-def _number(value, digits=2):
-    return "n/a" if value is None else f"{value:.{digits}f}"
+def format_number(value, digits=2):
+    """`value` to `digits` decimals, or "n/a" when it is undefined: None (how JSON files carry it,
+    e.g. a standard error from one example) or NaN."""
+    return "n/a" if value is None or math.isnan(value) else f"{value:.{digits}f}"
 
 
 def _with_error(value, stderr):
-    return f"{value:.3f} ± {stderr:.3f}"
+    return f"{value:.3f} ± {format_number(stderr, 3)}"
 
 
 def markdown_report(summary: dict, pictures: dict, folder: str, class_names=None, evaluation=None) -> str:
@@ -134,35 +140,35 @@ def markdown_report(summary: dict, pictures: dict, folder: str, class_names=None
         "| quantity | nats | standard error |",
         "|---|---:|---:|",
         f"| mean over x of KL(q(z\\|x) \\|\\| p(z)){'' if summary['kl_is_exact'] else ' (Monte Carlo)'} "
-        f"| {summary['mean_kl']:.3f} | {summary['mean_kl_stderr']:.3f} (over examples) |",
+        f"| {summary['mean_kl']:.3f} | {format_number(summary['mean_kl_stderr'], 3)} (over examples) |",
         f"| I_q(x; z) (at most log N = {summary['mutual_information_upper_bound']:.2f}) "
-        f"| {summary['mutual_information']:.3f} | {summary['mutual_information_stderr']:.3f} |",
-        f"| KL(q(z) \\|\\| p(z)) | {summary['marginal_kl']:.3f} | {summary['marginal_kl_stderr']:.3f} |",
+        f"| {summary['mutual_information']:.3f} | {format_number(summary['mutual_information_stderr'], 3)} |",
+        f"| KL(q(z) \\|\\| p(z)) | {summary['marginal_kl']:.3f} | {format_number(summary['marginal_kl_stderr'], 3)} |",
         *([f"| KL(q(z) \\|\\| p(z)), each z's own posterior left out of q(z): a lower estimate "
-           f"| {summary['marginal_kl_leave_one_out']:.3f} | {summary['marginal_kl_leave_one_out_stderr']:.3f} |"]
+           f"| {summary['marginal_kl_leave_one_out']:.3f} | {format_number(summary['marginal_kl_leave_one_out_stderr'], 3)} |"]
           if "marginal_kl_leave_one_out" in summary else []),
         f"| I_q + KL(q(z) \\|\\| p(z)) − mean KL (identity: 0) | {identity['difference']:.3f} "
-        f"| {identity['difference_stderr']:.3f} |",
+        f"| {format_number(identity['difference_stderr'], 3)} |",
         f"| KL(N(mean, covariance of q(z)) \\|\\| p(z)) "
-        f"| {_number(summary['fitted_gaussian_kl'], 3)} | closed form |",
+        f"| {format_number(summary['fitted_gaussian_kl'], 3)} | closed form |",
     ]
     if summary["fitted_gaussian_kl"] is not None:
         # For a Gaussian prior KL(q || p) = KL(N_fit || p) + KL(q || N_fit): shape beyond moments.
         lines.append(f"| KL(q(z) \\|\\| N(mean, covariance of q(z))): its non-Gaussian shape "
                      f"| {summary['marginal_kl'] - summary['fitted_gaussian_kl']:.3f} "
-                     f"| {summary['marginal_kl_stderr']:.3f} |")
+                     f"| {format_number(summary['marginal_kl_stderr'], 3)} |")
     lines += [
         f"| active units (Var_x E[z_d\\|x] > {summary['active_threshold']}) | "
         f"{summary['active_units']} of {summary['latent_dim']} | |",
     ]
     if "class_information" in summary:
         lines.append(f"| I(class; z) (at most log C = {summary['class_information_upper_bound']:.2f}) "
-                     f"| {summary['class_information']:.3f} | {summary['class_information_stderr']:.3f} |")
+                     f"| {summary['class_information']:.3f} | {format_number(summary['class_information_stderr'], 3)} |")
     if evaluation:
         lines.append(f"| log p(x), K = {evaluation['num_samples']} importance samples "
                      f"({evaluation['examples']} {evaluation['split']} examples) "
-                     f"| {evaluation['log_likelihood']:.2f} | {evaluation['log_likelihood_stderr']:.2f} |")
-        lines.append(f"| ELBO | {evaluation['elbo']:.2f} | {evaluation['elbo_stderr']:.2f} |")
+                     f"| {evaluation['log_likelihood']:.2f} | {format_number(evaluation['log_likelihood_stderr'], 2)} |")
+        lines.append(f"| ELBO | {evaluation['elbo']:.2f} | {format_number(evaluation['elbo_stderr'], 2)} |")
     holes = summary["prior_holes"]
     lines += [
         "", "## Prior holes", "",
@@ -190,7 +196,7 @@ def markdown_report(summary: dict, pictures: dict, folder: str, class_names=None
                 f"| {name} | {group['examples']} | {group['mean_kl']:.2f} "
                 f"| {_with_error(group['mutual_information'], group['mutual_information_stderr'])} "
                 f"| {_with_error(group['marginal_kl'], group['marginal_kl_stderr'])} "
-                f"| {_number(group['fitted_gaussian_kl'])} | {group['mean_norm']:.2f} "
+                f"| {format_number(group['fitted_gaussian_kl'])} | {group['mean_norm']:.2f} "
                 f"| {group['spread']:.2f} | {group['active_units']} |")
     lines += ["", "## Pictures", ""]
     for name, file_name in pictures.items():

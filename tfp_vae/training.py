@@ -60,12 +60,26 @@ BACKUP = "backup"
 RESUMABLE_CHANGES = ("epochs", "strategy", "num_cpu_devices", "steps_per_execution", "jit_compile", "initial_weights")
 
 
+def _strict_json(value):
+    # NaN and Infinity are not JSON: Python writes them, but jq, JavaScript and most other readers
+    # reject the whole file. An undefined figure (a standard error from one example) becomes null.
+    if isinstance(value, dict):
+        return {key: _strict_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict_json(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def write_json(values: dict, path: str) -> None:
-    """Writes JSON atomically: readers see the old file or the new one, never half of one."""
+    """Writes strict JSON atomically: readers see the old file or the new one, never half of one.
+
+    Non-finite floats are written as null."""
+    text = json.dumps(_strict_json(values), indent=2, sort_keys=True, allow_nan=False)
     temporary = f"{path}.tmp-{os.getpid()}"
     with open(temporary, "w") as handle:
-        json.dump(values, handle, indent=2, sort_keys=True)
-        handle.write("\n")
+        handle.write(text + "\n")
     os.replace(temporary, path)
 
 

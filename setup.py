@@ -27,5 +27,5 @@ setup(
         "matplotlib",
         "numpy",
     ],
-    extras_require={"test": ["pytest"]},
+    extras_require={"test": ["pytest", "pytest-xdist"]},
 )

@@ -1,4 +1,5 @@
 import os
+import warnings
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -59,3 +60,16 @@ def test_every_picture_is_a_readable_png_and_no_temporary_file_stays(tmp_path):
         picture = plt.imread(path)
         assert picture.ndim == 3 and min(picture.shape[:2]) > 50, name
     assert sorted(os.listdir(tmp_path)) == sorted(f"{name}.png" for name in calls)
+
+
+def test_prior_hole_histogram_leaves_out_undefined_densities(tmp_path):
+    # Leave-one-out over one example gives NaN: it is not drawn (and warns nothing); -inf still is.
+    at_prior = np.concatenate([np.random.default_rng(0).normal(-5, 1, 200), [-np.inf]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for name, aggregate, prior in (("one_example", np.full(1, np.nan), at_prior),
+                                       ("one_value", np.full(1, np.nan), np.full(1, -6.6)),
+                                       ("nothing", np.full(1, np.nan), np.full(3, np.nan))):
+            path = str(tmp_path / f"{name}.png")
+            assert plots.save_prior_hole_histogram(prior, aggregate, float("nan"), path) == path
+            assert plt.imread(path).ndim == 3

@@ -156,13 +156,23 @@ def save_samples_and_reconstructions(samples, originals, reconstructions, path: 
 
 def save_prior_hole_histogram(at_prior, at_aggregate, threshold: float, path: str, title: str = "") -> str:
     """log q(z) at prior samples against at aggregate-posterior samples, with the hole threshold."""
-    at_prior, at_aggregate = np.asarray(at_prior), np.asarray(at_aggregate)
+    # NaN marks a density that is not defined (leave-one-out over one example): left out, not binned.
+    # -inf is a real hole and stays, clipped into the lowest bin.
+    at_prior, at_aggregate = (np.asarray(values, np.float64) for values in (at_prior, at_aggregate))
+    at_prior, at_aggregate = at_prior[~np.isnan(at_prior)], at_aggregate[~np.isnan(at_aggregate)]
     finite = np.concatenate([at_prior[np.isfinite(at_prior)], at_aggregate[np.isfinite(at_aggregate)]])
-    bins = np.linspace(np.percentile(finite, 0.5), np.max(finite), 80)
     figure, axis = plt.subplots(figsize=(7, 3.5))
-    axis.hist(np.clip(at_aggregate, bins[0], None), bins=bins, density=True, alpha=0.6, label="z ~ q(z)")
-    axis.hist(np.clip(at_prior, bins[0], None), bins=bins, density=True, histtype="step", color="k",
-              label="z ~ p(z)")
+    if len(finite):
+        low, high = np.percentile(finite, 0.5), np.max(finite)
+        if not high > low:  # one value (a one-example report): bins of zero width have no density
+            low, high = low - 0.5, high + 0.5
+        bins = np.linspace(low, high, 80)
+        for values, style in ((at_aggregate, dict(alpha=0.6, label="z ~ q(z)")),
+                              (at_prior, dict(histtype="step", color="k", label="z ~ p(z)"))):
+            if len(values):
+                axis.hist(np.clip(values, bins[0], None), bins=bins, density=True, **style)
+    else:
+        axis.text(0.5, 0.5, "no finite density to show", ha="center", va="center", transform=axis.transAxes)
     axis.axvline(threshold, color="r", linestyle="--", label="1st percentile under q(z)")
     axis.set_xlabel("log q(z)  (lowest bin collects everything below)")
     axis.legend(fontsize=8)

@@ -125,7 +125,7 @@ def main(argv=None) -> int:
     print(f"load average before: {os.getloadavg()[0]:.2f}; {os.cpu_count()} cores; TF {tf.__version__}")
     print(f"\nThe training pipeline alone ({data_lib.num_examples(CONFIG.data, 'train')} images, batch {BATCH_SIZE}), "
           f"mean of {args.iterations} iterations:")
-    print(f"| pipeline | first batch | whole epoch | drop the iterator |\n|---|---:|---:|---:|")
+    print("| pipeline | first batch | whole epoch | drop the iterator |\n|---|---:|---:|---:|")
     for name, pipeline in PIPELINES.items():
         first, last, drop = pipeline_iterations(pipeline(CONFIG.data, BATCH_SIZE), args.iterations).mean(0)
         print(f"| {name} | {first:.2f} s | {last:.2f} s | {drop:.3f} s |", flush=True)

@@ -22,7 +22,7 @@ import tensorflow as tf
 import tf_keras
 
 import tfp_vae
-from tfp_vae import cli, distribute, training
+from tfp_vae import checkpoint, cli, distribute, training
 from tfp_vae.averaging import averaged_weights, uses_weight_averaging
 from tfp_vae.config import ModelConfig, TrainingConfig
 from tfp_vae.model import VAE
@@ -186,14 +186,14 @@ def test_resuming_may_change_the_strategy_but_not_the_precision(tmp_path):
                                     data={"train_examples": 512, "validation_examples": 256})
     workdir = str(tmp_path)
     tfp_vae.save_config(base, os.path.join(workdir, "config.json"))
-    training.check_resumable(base.replace(training={"strategy": "mirrored", "steps_per_execution": 4,
+    checkpoint.check_resumable(base.replace(training={"strategy": "mirrored", "steps_per_execution": 4,
                                                       "epochs": 3}), workdir)
     with pytest.raises(ValueError, match="training.mixed_precision"):
-        training.check_resumable(base.replace(training={"mixed_precision": True}), workdir)
+        checkpoint.check_resumable(base.replace(training={"mixed_precision": True}), workdir)
     mixed = base.replace(training={"mixed_precision": True})
     tfp_vae.save_config(mixed, os.path.join(workdir, "config.json"))
     with pytest.raises(ValueError, match="changed: training.mixed_precision_dtype"):
-        training.check_resumable(mixed.replace(training={"mixed_precision_dtype": "bfloat16"}), workdir)
+        checkpoint.check_resumable(mixed.replace(training={"mixed_precision_dtype": "bfloat16"}), workdir)
 
 
 @pytest.mark.parametrize("objective", [dict(free_bits=0.5), dict(importance_samples=3)])

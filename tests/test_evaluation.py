@@ -16,7 +16,8 @@ import tf_keras
 from tfp_vae import evaluation
 from tfp_vae.config import Config, ModelConfig, save_config
 from tfp_vae.model import VAE
-from tfp_vae.training import build_model, save_weights
+from tfp_vae.checkpoint import save_weights
+from tfp_vae.training import build_model
 
 tfd = tfp.distributions
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

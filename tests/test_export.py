@@ -21,7 +21,7 @@ import tensorflow_probability as tfp
 import tf_keras
 from google.protobuf import text_format
 
-from tfp_vae import training
+from tfp_vae import checkpoint
 from tfp_vae.config import Config, ModelConfig, save_config
 from tfp_vae.export import SIGNATURES, existing_versions, export
 from tfp_vae.model import VAE
@@ -56,9 +56,9 @@ def run(tmp_path_factory):
     model.compile(tf_keras.optimizers.Adam(1e-2))
     # A few real steps, so the exported weights are not the initial ones.
     model.fit(binary_images(64, config.model.image_shape, seed=0), batch_size=32, epochs=1, verbose=0)
-    training.save_weights(model, workdir)
+    checkpoint.save_weights(model, workdir)
     save_config(config, os.path.join(workdir, "config.json"))
-    training.write_json({"test": {"elbo": -123.0}, "units": "nats per example"},
+    checkpoint.write_json({"test": {"elbo": -123.0}, "units": "nats per example"},
                         os.path.join(workdir, "metrics.json"))
     return workdir, model
 

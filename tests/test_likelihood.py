@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from tfp_vae import data, evaluation, likelihood, report, training
+from tfp_vae import checkpoint, data, evaluation, likelihood, report, training
 from tfp_vae.config import load_config
 
 
@@ -187,7 +187,7 @@ def test_the_start_is_recorded_before_training_and_taken_back_if_no_epoch_ran(tm
     tuned = tmp_path / "tuned"
 
     def killed_after_an_epoch(config, workdir, **kwargs):
-        os.makedirs(os.path.join(workdir, training.BACKUP))
+        os.makedirs(os.path.join(workdir, checkpoint.BACKUP))
         raise KeyboardInterrupt
 
     def refused_at_the_start(config, workdir, **kwargs):

@@ -11,10 +11,9 @@ import tensorflow as tf
 import tf_keras
 
 import tfp_vae
-from tfp_vae import training
+from tfp_vae import checkpoint, training
 from tfp_vae.averaging import averaged_weights
 from tfp_vae.callbacks import BestWeights, StopOnNaN, TrainingDivergedError
-from tfp_vae.config import save_config
 from tfp_vae.model import VAE
 
 
@@ -169,7 +168,7 @@ def test_fewer_epochs_than_trained_are_refused_not_ignored(tmp_path):
         lines = handle.readlines()
     with open(path, "w") as handle:
         handle.writelines(lines[:2])
-    assert training.epochs_trained(workdir) == 2
+    assert checkpoint.epochs_trained(workdir) == 2
     with pytest.raises(ValueError, match="already trained 2 epochs"):
         training.train(tiny_config(epochs=1), workdir, verbose=0)
 
@@ -293,30 +292,6 @@ def test_a_kill_after_the_best_save_keeps_metrics_of_the_weights_kept(tmp_path, 
     assert metrics["train"]["elbo"] == pytest.approx(abandoned["logs"]["elbo"])
 
 
-def test_a_kill_between_the_renames_of_a_weights_save_loses_nothing(tmp_path):
-    """save_weights moves the old folder aside, then renames the new one in: a kill between the
-    two leaves no folder of that name, the old one as NAME.old-PID. Readers read that one; the
-    next save cleans up."""
-    workdir = str(tmp_path)
-    config = tiny_config()
-    save_config(config, os.path.join(workdir, "config.json"))
-    model = training.build_model(config)
-    model(np.zeros((1, 28, 28, 1), np.float32))
-    for folder, record in ((training.WEIGHTS, None), (training.BEST, {"epoch": 3, "val_elbo": -300.0})):
-        training.save_weights(model, workdir, folder, record)
-        os.rename(os.path.join(workdir, folder), os.path.join(workdir, f"{folder}.old-999"))
-        os.makedirs(os.path.join(workdir, f"{folder}.tmp-999"))  # the new version, cut short
-        # Another leftover, older and incomplete (a removal cut short), is not taken for it.
-        os.makedirs(os.path.join(workdir, f"{folder}.old-1"))
-    assert training._read_best(workdir) == {"epoch": 3, "val_elbo": -300.0}
-    loaded = training.load(workdir)
-    for saved, restored in zip(model.get_weights(), loaded.get_weights()):
-        np.testing.assert_array_equal(saved, restored)
-    training.save_weights(model, workdir, training.BEST, {"epoch": 4, "val_elbo": -299.0})
-    assert training._read_best(workdir) == {"epoch": 4, "val_elbo": -299.0}
-    assert not glob.glob(os.path.join(workdir, f"{training.BEST}.old-*"))
-
-
 def test_best_weights_saves_only_on_improvement_and_never_on_nan():
     records = []
     callback = BestWeights(records.append, best=-4.5)
@@ -410,17 +385,3 @@ def test_train_validates_the_average(tmp_path, monkeypatch):
     raw, averaged = _backup_raw_and_averaged(config, workdir)
     _assert_same(seen[-1], averaged)
     assert any(not np.allclose(got, other) for got, other in zip(seen[-1], raw))
-
-
-def _refuse_constant(name):
-    raise ValueError(f"not strict JSON: {name}")
-
-
-def test_write_json_writes_undefined_figures_as_null_not_nan(tmp_path):
-    path = str(tmp_path / "summary.json")
-    training.write_json({"stderr": float("nan"), "nested": {"values": [1.5, np.float64("inf"), -np.inf]},
-                         "kept": 2.0}, path)
-    with open(path) as handle:
-        values = json.load(handle, parse_constant=_refuse_constant)
-    assert values == {"stderr": None, "nested": {"values": [1.5, None, None]}, "kept": 2.0}
-    assert os.listdir(tmp_path) == ["summary.json"]  # no temporary file left behind

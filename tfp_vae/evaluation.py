@@ -28,7 +28,8 @@ import tf_keras
 from tfp_vae import data as data_lib
 from tfp_vae.config import load_config
 from tfp_vae.rows import log_likelihood_rows  # re-exported: part of the public evaluation API
-from tfp_vae.training import load, write_json
+from tfp_vae.checkpoint import write_json
+from tfp_vae.training import load
 
 __all__ = ["DEFAULT_ROWS_PER_CALL", "PER_EXAMPLE_FILE", "evaluate", "evaluate_run", "importance_sampling_fn",
            "log_likelihood_rows", "summarize", "write_npz"]

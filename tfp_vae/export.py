@@ -35,7 +35,7 @@ import tensorflow_probability as tfp
 import tfp_vae
 from tfp_vae import autoregressive, hierarchy
 from tfp_vae import prior as prior_lib
-from tfp_vae import training
+from tfp_vae import checkpoint, training
 from tfp_vae.model import VAE
 
 __all__ = ["DEFAULT_NUM_SAMPLES", "DEFAULT_SEED", "SIGNATURES", "existing_versions", "export",
@@ -283,8 +283,8 @@ def _write_version(model: VAE, workdir, path: str, model_name: str, version: int
                 shutil.copy2(os.path.join(workdir, name), os.path.join(extra, name))
     else:
         # An in-memory model has no run folder: record the model section, which rebuilds it.
-        training.write_json({"model": dataclasses.asdict(model.config)}, os.path.join(extra, "config.json"))
-    training.write_json({
+        checkpoint.write_json({"model": dataclasses.asdict(model.config)}, os.path.join(extra, "config.json"))
+    checkpoint.write_json({
         "model_name": model_name,
         "version": version,
         "num_samples": num_samples,

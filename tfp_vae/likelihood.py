@@ -27,7 +27,7 @@ from typing import NamedTuple, Optional
 import numpy as np
 
 from tfp_vae import data as data_lib
-from tfp_vae import comparison, evaluation, report, training
+from tfp_vae import checkpoint, comparison, evaluation, report, training
 from tfp_vae.config import Config, DataConfig, ModelConfig, TrainingConfig, load_config
 
 __all__ = ["AGGREGATE_HEADER", "MODELS", "Model", "PART_EXAMPLES", "TABLE_HEADER", "aggregate_row", "evaluate_in_parts",
@@ -256,19 +256,19 @@ def run(name: str, workdir: str, time_budget: Optional[float] = None, *, config:
     if os.path.exists(metrics_path):
         with open(metrics_path) as handle:
             metrics = json.load(handle)
-    training.check_not_shortened(workdir, config.training.epochs)
+    checkpoint.check_not_shortened(workdir, config.training.epochs)
     recorded_now = start is not None and not os.path.exists(start_path)
     if recorded_now:
         # Before training, which a kill may cut short: a resumed run must not read the source
         # again, which may have trained on meanwhile. Taken back if no epoch got done, so a
         # corrected --start-from is not overruled by a start that never happened.
         os.makedirs(workdir, exist_ok=True)
-        training.write_json(start, start_path)
+        checkpoint.write_json(start, start_path)
     if metrics is None or not metrics.get("finished") or metrics["epochs"] < config.training.epochs:
         try:
             metrics = training.train(config, workdir, verbose=verbose, time_budget=time_budget)
         except BaseException:
-            if recorded_now and not os.path.exists(os.path.join(workdir, training.BACKUP)):
+            if recorded_now and not os.path.exists(os.path.join(workdir, checkpoint.BACKUP)):
                 os.remove(start_path)
             raise
     row = {
@@ -293,12 +293,12 @@ def run(name: str, workdir: str, time_budget: Optional[float] = None, *, config:
                        test_examples=summary["examples"], evaluation_seconds=summary["seconds"],
                        evaluation_jit_compile=jit_compile)  # of this call's parts
             # Where the KL goes, next to the likelihood: evaluation.json feeds the report.
-            training.write_json(dict(summary, likelihood=config.model.likelihood,
+            checkpoint.write_json(dict(summary, likelihood=config.model.likelihood,
                                      batch_size=EVALUATION_BATCH),
                                 os.path.join(workdir, "evaluation.json"))
             # For a two-level model, of z_top (tfp_vae.hierarchy.TopLevel).
             row["aggregate_posterior"] = _diagnosis(workdir, examples, reference, summary)
-    training.write_json(row, os.path.join(workdir, "likelihood.json"))
+    checkpoint.write_json(row, os.path.join(workdir, "likelihood.json"))
     return row
 
 
@@ -308,7 +308,7 @@ def _diagnosis(workdir: str, examples: Optional[int], reference: Optional[str], 
     reference, it covers other images (trainers/diagnose.py --split/--examples write the same
     file), or it shows another likelihood than this evaluation's (evaluated again since)."""
     path = os.path.join(workdir, "diagnosis.json")
-    weights = os.path.join(workdir, training.WEIGHTS)
+    weights = os.path.join(workdir, checkpoint.WEIGHTS)
     keys = ("mean_kl", "mean_kl_stderr", "mutual_information", "mutual_information_stderr",
             "marginal_kl", "marginal_kl_stderr", "marginal_kl_leave_one_out", "marginal_kl_leave_one_out_stderr",
             "active_units", "examples", "kl_is_exact")
@@ -350,7 +350,7 @@ def _finished_metrics(workdir: str, name: Optional[str]) -> dict:
 def _timed_epochs(workdir: str) -> int:
     """How many epochs the epoch clock timed: fewer than were trained when part of the run was
     trained by a version without it, so training_seconds then covers only those epochs."""
-    path = os.path.join(workdir, training.EPOCH_TIMES)
+    path = os.path.join(workdir, checkpoint.EPOCH_TIMES)
     if not os.path.exists(path):
         return 0
     with open(path) as handle:

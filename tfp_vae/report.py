@@ -19,7 +19,8 @@ import numpy as np
 from tfp_vae import data as data_lib
 from tfp_vae import diagnosis, hierarchy, plots
 from tfp_vae.config import load_config
-from tfp_vae.training import load, write_json
+from tfp_vae.checkpoint import write_json
+from tfp_vae.training import load
 
 __all__ = ["CLASS_NAMES", "diagnose_run", "format_number", "markdown_report", "save_pictures"]
 

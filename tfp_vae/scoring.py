@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from tfp_vae import training
+from tfp_vae import checkpoint
 from tfp_vae.averaging import averaged_weights
 from tfp_vae.model import VAE
 
@@ -97,4 +97,4 @@ class ScoreAndKeepBest(tf_keras.callbacks.Callback):
         if self._better(value):
             self.best, self.best_epoch, self.best_logs = value, epoch, logs_now
             self.best_optimizer_steps = int(self.model.optimizer.iterations.numpy())
-            training.save_weights(self.model, self.trial_dir)
+            checkpoint.save_weights(self.model, self.trial_dir)

@@ -47,7 +47,7 @@ import numpy as np
 import tf_keras
 
 from tfp_vae import data as data_lib
-from tfp_vae import scoring, training, tuner_state
+from tfp_vae import checkpoint, scoring, training, tuner_state
 from tfp_vae.callbacks import StopOnNaN, TrainingDivergedError
 from tfp_vae.config import Config, load_config, save_config
 # The search space lives in hypermodel.py; its names stay importable from here.
@@ -150,7 +150,7 @@ class VAETunerMixin:
                     f"{', '.join(changed)}); use another project name or directory, overwrite=True "
                     "(--overwrite), or the same settings to resume it.")
         elif not _is_distributed_worker():
-            training.write_json(spec, path)
+            checkpoint.write_json(spec, path)
         self._spec_checked = True
 
     # Data.
@@ -207,7 +207,7 @@ class VAETunerMixin:
                   "reporting its recorded results", flush=True)
             return finished
         # A trial re-run after a crash or kill starts over: drop what the killed run left.
-        for leftover in glob.glob(os.path.join(trial_dir, training.WEIGHTS + "*")):
+        for leftover in glob.glob(os.path.join(trial_dir, checkpoint.WEIGHTS + "*")):
             shutil.rmtree(leftover, ignore_errors=True)  # weights/ and a killed save's staging
         if os.path.exists(os.path.join(trial_dir, "metrics.json")):
             os.remove(os.path.join(trial_dir, "metrics.json"))
@@ -235,7 +235,7 @@ class VAETunerMixin:
         if resumed_from is not None:
             # Hyperband's later rounds continue an earlier trial: its best weights and optimizer
             # state (so Adam's moments and the warm-up step count carry on).
-            prefix = os.path.join(self.get_trial_dir(resumed_from), training.WEIGHTS, training.CHECKPOINT_PREFIX)
+            prefix = os.path.join(self.get_trial_dir(resumed_from), checkpoint.WEIGHTS, checkpoint.CHECKPOINT_PREFIX)
             model.load_weights(prefix)
 
         keeper = scoring.ScoreAndKeepBest(self.oracle.objective, validation, trial_dir, verbose)
@@ -273,14 +273,14 @@ class VAETunerMixin:
             "reported": results,
             "hyperparameters": dict(hp.values),
         }
-        training.write_json(metrics, os.path.join(trial_dir, "metrics.json"))
+        checkpoint.write_json(metrics, os.path.join(trial_dir, "metrics.json"))
         self._last_results[trial.trial_id] = (keeper.best, keeper.best_epoch + 1, epochs, time.time() - started)
         return results
 
     def _finished_results(self, trial, trial_dir):
         """The results a completed earlier run of this very trial recorded, or None."""
         path = os.path.join(trial_dir, "metrics.json")
-        weights = os.path.join(trial_dir, training.WEIGHTS, training.CHECKPOINT_PREFIX + ".index")
+        weights = os.path.join(trial_dir, checkpoint.WEIGHTS, checkpoint.CHECKPOINT_PREFIX + ".index")
         if not (os.path.exists(path) and os.path.exists(weights)):
             return None
         try:
@@ -301,7 +301,7 @@ class VAETunerMixin:
         return copied
 
     def save_model(self, trial_id, model, step=0):
-        training.save_weights(model, self.get_trial_dir(trial_id))
+        checkpoint.save_weights(model, self.get_trial_dir(trial_id))
 
     def load_model(self, trial):
         """The trained VAE of `trial` (its best epoch), rebuilt from the trial folder."""
@@ -412,7 +412,7 @@ def best_workdir(project: str, config: Config) -> Tuple[str, Optional[str]]:
     # As training.train compares it: with the image shape of the data.
     config = config.replace(model={"image_shape": data_lib.image_shape(config.data)})
     try:
-        training.check_resumable(config, workdir)
+        checkpoint.check_resumable(config, workdir)
     except ValueError:
         aside = stem = f"{workdir}.replaced-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
         copies = 1

@@ -95,7 +95,7 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError) as error:
         parser.error(str(error))
 
-    from tfp_vae import training, tuning  # after flag parsing: bad flags fail before keras-tuner loads
+    from tfp_vae import checkpoint, training, tuning  # after flag parsing: bad flags fail before keras-tuner loads
     from tfp_vae.callbacks import TrainingDivergedError
     from tfp_vae.config import save_config
 
@@ -150,7 +150,7 @@ def main(argv=None) -> int:
         return 0
 
     results = tuner.trial_results()
-    training.write_json({"objective": {"name": objective.name, "direction": objective.direction},
+    checkpoint.write_json({"objective": {"name": objective.name, "direction": objective.direction},
                          "trials": results}, os.path.join(project, "results.json"))
     tuner.results_summary(num_trials=args.summary_trials)
     if not any(result["status"] == "COMPLETED" for result in results):

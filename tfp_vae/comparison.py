@@ -27,7 +27,8 @@ __all__ = ["PARTS_DIRECTORY", "parts_folder_name", "part_file_name", "parts_fold
 # The layout likelihood.evaluate_in_parts writes and this module reads, defined once:
 # WORKDIR/likelihood_parts/{tag}K{num_samples}-N{images}/part-003-of-010.npz.
 PARTS_DIRECTORY = "likelihood_parts"
-_PART = re.compile(r"part-(\d{3})-of-(\d{3})\.npz$")
+_PART = re.compile(r"part-(\d{3})-of-(\d{3})\.npz$")  # the names part_file_name writes
+_PART_GLOB = "part-*-of-*.npz"
 _FIGURES = ("log_likelihood", "elbo")
 
 
@@ -69,7 +70,7 @@ def load_parts(folder: str) -> Dict[int, dict]:
             raise ValueError(f"{folder} does not exist: run trainers/evaluate.py on that run first.")
         return {0: _load(folder)}
     parts, totals = {}, set()
-    for path in sorted(glob.glob(os.path.join(folder, "part-*.npz"))):
+    for path in sorted(glob.glob(os.path.join(folder, _PART_GLOB))):
         match = _PART.search(path)
         if not match:
             continue
@@ -99,7 +100,7 @@ def paired_difference(folder: str, against: str) -> dict:
     sides). Uses the parts both have finished (a partial evaluation compares on its images so far);
     refuses runs whose data configs differ, since their images are not the same binarized ones.
     """
-    folder, against = (path if path.endswith(".npz") or glob.glob(os.path.join(path, "part-*.npz"))
+    folder, against = (path if path.endswith(".npz") or glob.glob(os.path.join(path, _PART_GLOB))
                        else parts_folder(path) for path in (folder, against))
     data, against_data = _data_config(folder), _data_config(against)
     if data is not None and against_data is not None and data != against_data:

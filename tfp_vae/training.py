@@ -36,9 +36,9 @@ from tfp_vae import data as data_lib
 from tfp_vae import distribute
 from tfp_vae import plots
 from tfp_vae.averaging import AveragedValidation, AveragingAdam, averaged_weights, uses_weight_averaging
+from tfp_vae.callbacks import BestWeights, EpochClock, HistoryCSV, ImageSummaries, StopOnNaN, Throughput
 from tfp_vae.checkpoint import (BACKUP, BEST, CHECKPOINT_PREFIX, EPOCH_TIMES, WEIGHTS, check_resumable,
                                 epochs_trained, history_rows, read_best, save_weights, saved_folder, write_json)
-from tfp_vae.callbacks import BestWeights, EpochClock, HistoryCSV, ImageSummaries, StopOnNaN, Throughput
 from tfp_vae.config import Config, load_config, save_config
 from tfp_vae.model import VAE
 from tfp_vae.prior import VampPrior, top_prior

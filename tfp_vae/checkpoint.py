@@ -1,10 +1,6 @@
 """A run folder on disk: JSON and weights written atomically, read back, and whether a config
 may resume it. tfp_vae.training writes run folders; evaluation, reports, the likelihood runner,
-the tuner and the export read them.
-
-WORKDIR layout: config.json, metrics.json, history.csv, epoch_times.csv, weights/ (final
-weights: CHECKPOINT_PREFIX.index and data), backup/ (Keras BackupAndRestore, with optimizer
-state), best/ (with `keep_best`: the best validation weights and best.json), logs/ (TensorBoard).
+the tuner and the export read them. The folder's layout is described once, in tfp_vae.training.
 """
 from tfp_vae import _env  # noqa: F401  (must precede tensorflow)
 
